@@ -1,0 +1,44 @@
+"""MIP Candy: a modular, PyTorch-native framework for medical image segmentation.
+
+Importing ``mipcandy`` stays light (no torch): heavy names are resolved lazily on first use,
+so that ``candy plugins`` and ``candy --help`` start fast.
+"""
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+from mipcandy.hookspecs import hookimpl, hookspec
+
+__version__ = "0.1.0"
+
+_LAZY: dict[str, str] = {
+    "LayerT": "mipcandy.layer",
+    "Placeholder": "mipcandy.layer",
+    "HasDevice": "mipcandy.layer",
+    "auto_device": "mipcandy.layer",
+    "WithNetwork": "mipcandy.layer",
+    "WithPaddingModule": "mipcandy.layer",
+    "ConvBlock2d": "mipcandy.common.module.conv",
+    "ConvBlock3d": "mipcandy.common.module.conv",
+    "Pad2d": "mipcandy.common.module.preprocess",
+    "Pad3d": "mipcandy.common.module.preprocess",
+    "Restore2d": "mipcandy.common.module.preprocess",
+    "Restore3d": "mipcandy.common.module.preprocess",
+    "get_plugin_manager": "mipcandy.plugins",
+    "load_bundles": "mipcandy.plugins",
+    "list_bundles": "mipcandy.plugins",
+    "get_bundle": "mipcandy.plugins",
+    "build_network": "mipcandy.plugins",
+}
+
+__all__ = ["__version__", "hookimpl", "hookspec", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mipcandy' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,119 @@
+"""The hook contract between the core and bundles.
+
+A bundle is a distribution that declares an entry point in the group ``mipcandy.bundles``. The entry
+point's name is the bundle's name (``unet``), and its value is a module or object holding functions
+marked with :data:`hookimpl`. Hook functions take keyword arguments only, and may declare fewer
+parameters than the spec: they receive just what they name.
+
+Which implementation runs
+-------------------------
+* ``bundle_info``, ``build_network``, ``build_optimizer`` and ``backward`` are **per-bundle** hooks. The
+  trainer selects one bundle by its entry-point name, and the core calls these hooks on that bundle
+  alone (plus the core's own defaults), through :func:`mipcandy.plugins.call_bundle_hook`. Installed
+  bundles therefore never compete through pluggy's registration order. If the selected bundle does not
+  implement a hook, or returns ``None``, the core's default answers (``build_optimizer``, ``backward``);
+  ``build_network`` has no default: a bundle that can build networks must implement it.
+* ``preview`` is a **broadcast** hook: every registered plugin that implements it is called, and the
+  paths each one wrote are collected.
+
+Compatibility policy
+--------------------
+The hook names and parameters below are a published contract. A new core may **add** a parameter to a
+spec (old implementations simply do not ask for it), and may add new hooks (implementations of hooks
+that only a newer core defines should be marked ``@hookimpl(optionalhook=True)``). A core never
+**removes or renames** a parameter or a hook within a major version; a parameter to be retired is
+first deprecated with pluggy's ``warn_on_impl_args``. Implementations must not give their parameters
+default values: pluggy 1.6 never fills them.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypedDict
+
+import pluggy
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+PROJECT_NAME = "candy"
+ENTRY_POINT_GROUP = "mipcandy.bundles"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+class BundleInfo(TypedDict, total=False):
+    """What a bundle says about itself (every key optional; the core fills gaps from package metadata)."""
+
+    name: str
+    summary: str
+    dimensions: list[int]
+    variants: list[str]
+
+
+@hookspec(firstresult=True)
+def bundle_info() -> BundleInfo:
+    """Describe the bundle for ``candy plugins`` and for option checking.
+
+    :return: a :class:`BundleInfo` dict: ``summary`` (one line), ``dimensions`` (e.g. ``[2, 3]``) and
+        ``variants`` (names accepted as ``options["variant"]``).
+    """
+
+
+@hookspec(firstresult=True)
+def build_network(example_shape: Sequence[int], num_classes: int, options: Mapping[str, Any]) -> nn.Module:
+    """Build the bundle's network for one input.
+
+    :param example_shape: shape of ONE input without the batch axis, channels first:
+        ``(C, H, W)`` for 2D or ``(C, D, H, W)`` for 3D.
+    :param num_classes: number of output channels the network must produce (classes, background included
+        for multi-class softmax; 1 for a binary sigmoid output).
+    :param options: free-form bundle options, e.g. ``{"variant": "S", "deep_supervision": True}``. A bundle
+        must reject options it does not understand with a clear ``ValueError``.
+    :return: an ``nn.Module`` mapping ``(B, *example_shape)`` to ``(B, num_classes, *spatial)``; with deep
+        supervision enabled, a list of such tensors, full resolution first.
+    """
+
+
+@hookspec(firstresult=True)
+def build_optimizer(params: Iterable[torch.nn.Parameter], options: Mapping[str, Any]) -> torch.optim.Optimizer:
+    """Build the optimizer for the network's parameters.
+
+    :param params: the trainable parameters.
+    :param options: trainer options; the core default reads ``lr``, ``momentum``, ``weight_decay`` and
+        ``nesterov`` (nnU-Net's SGD: 1e-2, 0.99, 3e-5, True).
+    :return: a ``torch.optim.Optimizer``.
+    """
+
+
+@hookspec(firstresult=True)
+def backward(images: torch.Tensor, labels: torch.Tensor, toolbox: Any) -> tuple[float, dict[str, float]]:
+    """Run one forward and backward pass (without the optimizer step).
+
+    :param images: a batch ``(B, C, *spatial)`` already on the model's device.
+    :param labels: the matching labels ``(B, 1, *spatial)``.
+    :param toolbox: the trainer's toolbox; the core default uses ``toolbox.model`` and ``toolbox.criterion``
+        (which returns ``(loss, metrics)``) and, when present and not ``None``, ``toolbox.grad_scaler``.
+    :return: ``(loss value, {metric name: value})``. The implementation must call ``backward()``.
+    """
+
+
+@hookspec
+def preview(image: torch.Tensor, label: torch.Tensor | None, prediction: torch.Tensor, folder: Path,
+            case_id: str) -> list[Path] | None:
+    """Render a preview of one case (broadcast to every plugin implementing it).
+
+    :param image: one case ``(C, *spatial)`` on the CPU.
+    :param label: its label ``(1, *spatial)``, or ``None`` when unknown.
+    :param prediction: the predicted label map ``(1, *spatial)``.
+    :param folder: where to write; each implementation picks file names that do not clash with others
+        (prefix them with the bundle name).
+    :param case_id: the case's identifier, for titles.
+    :return: the paths written, or ``None``. A failing preview is reported and never stops training.
+    """
+
+
+PER_BUNDLE_HOOKS: tuple[str, ...] = ("bundle_info", "build_network", "build_optimizer", "backward")
+BROADCAST_HOOKS: tuple[str, ...] = ("preview",)
