@@ -8,11 +8,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from os import PathLike
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Self, Union
 
 import torch
 from torch import nn
-from typing_extensions import Self
 
 from mipcandy.atomic import atomic_path
 
@@ -205,10 +204,14 @@ def load_weights(model: nn.Module, path: str | PathLike[str]) -> None:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     state = load_file(str(path))
-    result = unwrap_compiled(model).load_state_dict(state, strict=False)
+    hint = "Was it trained with another bundle or other options?"
+    try:
+        result = unwrap_compiled(model).load_state_dict(state, strict=False)
+    except RuntimeError as error:  # shape mismatches
+        raise RuntimeError(f"checkpoint {path} does not fit the network: {error}. {hint}") from None
     if result.missing_keys or result.unexpected_keys:
         raise RuntimeError(f"checkpoint {path} does not fit the network: missing {result.missing_keys[:10]}, "
-                           f"unexpected {result.unexpected_keys[:10]}. Was it trained with another bundle/options?")
+                           f"unexpected {result.unexpected_keys[:10]}. {hint}")
 
 
 class WithPaddingModule:

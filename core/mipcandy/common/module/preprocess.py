@@ -39,7 +39,9 @@ class _Pad(nn.Module):
         flat = [p for pair in reversed(self.last_paddings) for p in pair]
         if not any(flat):
             return x
-        return F.pad(x, flat, mode=self.mode, value=self.value) if self.mode == "constant" else F.pad(x, flat, self.mode)
+        if self.mode == "constant":
+            return F.pad(x, flat, mode="constant", value=self.value)
+        return F.pad(x, flat, mode=self.mode)
 
 
 class _Restore(nn.Module):

@@ -1,0 +1,69 @@
+"""Shared fixtures for the core's tests."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_plugin_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No test inherits the caller's plugin switches or a manager loaded by another test."""
+    for name in ("CANDY_PLUGINS", "CANDY_DISABLED_PLUGINS", "CANDY_DISABLE_PLUGIN_AUTOLOAD"):
+        monkeypatch.delenv(name, raising=False)
+    from mipcandy.plugins import reset_plugin_manager
+
+    reset_plugin_manager()
+    yield
+    reset_plugin_manager()
+
+
+@pytest.fixture
+def site_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[str, str, str], Path]:
+    """Write installed-looking distributions (module + dist-info with an entry point) on ``sys.path``.
+
+    ``importlib.metadata`` discovers them exactly as it discovers pip-installed ones.
+    """
+    site = tmp_path / "site"
+    site.mkdir()
+    monkeypatch.syspath_prepend(str(site))
+    added: list[str] = []
+
+    def add(bundle: str, module_source: str, version: str = "1.0") -> Path:
+        module = f"candy_test_{bundle}"
+        (site / f"{module}.py").write_text(textwrap.dedent(module_source))
+        info = site / f"candy_test_{bundle}-{version}.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: candy-test-{bundle}\nVersion: {version}\n")
+        (info / "entry_points.txt").write_text(f"[mipcandy.bundles]\n{bundle} = {module}\n")
+        added.append(module)
+        return site
+
+    yield add
+    for module in added:
+        sys.modules.pop(module, None)
+
+
+def run_candy(*args: str, env: dict[str, str] | None = None, pythonpath: Path | None = None) -> Any:
+    """Run ``python -m mipcandy ARGS`` in a fresh interpreter and return the CompletedProcess."""
+
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("CANDY_")}
+    if pythonpath is not None:
+        full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(pythonpath), full_env.get("PYTHONPATH")]))
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "mipcandy", *args], capture_output=True, text=True, env=full_env,
+                          timeout=300)
+
+
+@pytest.fixture
+def candy_cli() -> Callable[..., Any]:
+    """The ``candy`` command line, run as a subprocess (see :func:`run_candy`)."""
+    return run_candy
