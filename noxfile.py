@@ -35,7 +35,7 @@ def lint(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     """The core's tests, with every bundle installed."""
     install(session, "setuptools", "pytest", ".", *(f"plugins/{name}" for name in PLUGINS))
-    session.run(*PYTEST, "tests", *session.posargs)
+    session.run(*PYTEST, *(session.posargs or ["tests"]))
 
 
 @nox.session
@@ -43,7 +43,7 @@ def tests(session: nox.Session) -> None:
 def plugin(session: nox.Session, plugin: str) -> None:
     """The core plus one bundle alone: that bundle's tests, and `candy plugins` lists exactly it."""
     install(session, "setuptools", "pytest", ".", f"plugins/{plugin}")
-    session.run(*PYTEST, f"plugins/{plugin}/tests", *session.posargs)
+    session.run(*PYTEST, *(session.posargs or [f"plugins/{plugin}/tests"]))
     listed = json.loads(session.run("candy", "plugins", "--json", "--strict", silent=True))
     names = [(entry["name"], entry["status"]) for entry in listed]
     if names != [(plugin, "ok")]:
