@@ -42,7 +42,7 @@ def tests(session: nox.Session) -> None:
 @nox.parametrize("plugin", PLUGINS, ids=PLUGINS)
 def plugin(session: nox.Session, plugin: str) -> None:
     """The core plus one bundle alone: that bundle's tests, and `candy plugins` lists exactly it."""
-    install(session, "setuptools", "pytest", ".", f"plugins/{plugin}")
+    install(session, "setuptools", "pytest", ".", f"plugins/{plugin}[test]")
     session.run(*PYTEST, *(session.posargs or [f"plugins/{plugin}/tests"]))
     listed = json.loads(session.run("candy", "plugins", "--json", "--strict", silent=True))
     names = [(entry["name"], entry["status"]) for entry in listed]
