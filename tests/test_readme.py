@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+README = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
 # Runnable examples: every python block except the bundle's own source file.
 EXAMPLES = [body for marker, body in re.findall(r"(<!-- bundle-file: \S+ -->\n)?```python\n(.*?)```", README, re.S)
             if not marker]

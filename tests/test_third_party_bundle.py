@@ -30,7 +30,7 @@ def build_netwrok(example_shape, num_classes, options):
 
 def readme_bundle_files() -> dict[str, str]:
     """The files of the README's "Write your own bundle" example, keyed by file name."""
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
     blocks = re.findall(r"<!-- bundle-file: (\S+) -->\n```\w*\n(.*?)```", text, flags=re.S)
     return dict(blocks)
 

@@ -15,6 +15,7 @@ from mipcandy import __version__
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "plugins": ("mipcandy.cli.plugins_command", "list installed bundles and their status"),
+    "inspect": ("mipcandy.cli.inspect_command", "fingerprint a dataset and save its inspection annotations"),
 }
 
 
