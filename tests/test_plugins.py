@@ -197,3 +197,29 @@ def test_environment_switches(site_dir, monkeypatch, env, expected) -> None:
     if expected.get("good") == "blocked":
         with pytest.raises(BundleError, match="blocked by CANDY_DISABLED_PLUGINS"):
             get_plugin_manager().require("good")
+
+
+def test_a_failing_subscriber_never_stops_the_others(tmp_path) -> None:
+    calls = []
+
+    class Tracker:
+        def __init__(self, name, fail):
+            self.name, self.fail = name, fail
+
+        @hookimpl
+        def epoch_updated(self, epoch, metrics):
+            if self.fail:
+                raise ConnectionError("tracking server down")
+            calls.append((self.name, epoch, dict(metrics)))
+
+    manager = BundleManager()
+    manager.register(Tracker("first", False), "first")
+    manager.register(Tracker("down", True), "down")
+    manager.register(Tracker("last", False), "last")
+    with pytest.warns(RuntimeWarning, match="'down' failed in epoch_updated: ConnectionError"):
+        manager.broadcast("epoch_updated", experiment_id="x", epoch=3, metrics={"loss": 0.5})
+    assert sorted(calls) == [("first", 3, {"loss": 0.5}), ("last", 3, {"loss": 0.5})]
+    with pytest.raises(ConnectionError):
+        manager.broadcast("epoch_updated", strict=True, experiment_id="x", epoch=4, metrics={})
+    with pytest.raises(ValueError, match="not a broadcast hook"):
+        manager.broadcast("build_network", example_shape=(1, 4, 4))

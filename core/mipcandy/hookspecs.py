@@ -13,8 +13,10 @@ Which implementation runs
   bundles therefore never compete through pluggy's registration order. If the selected bundle does not
   implement a hook, or returns ``None``, the core's default answers (``build_optimizer``, ``backward``);
   ``build_network`` has no default: a bundle that can build networks must implement it.
-* ``preview`` is a **broadcast** hook: every registered plugin that implements it is called, and the
-  paths each one wrote are collected.
+* ``preview`` and the experiment events (``experiment_created``, ``epoch_updated``, ``preview_saved``,
+  ``experiment_completed``, ``experiment_interrupted``) are **broadcast** hooks: every registered plugin that
+  implements them is called, through :meth:`mipcandy.plugins.BundleManager.broadcast`, which isolates
+  failures: one failing subscriber is reported and the others still run.
 
 Compatibility policy
 --------------------
@@ -115,5 +117,36 @@ def preview(image: torch.Tensor, label: torch.Tensor | None, prediction: torch.T
     """
 
 
+# ---- experiment events: broadcast to every plugin (tracking frontends such as MLflow, W&B, Notion) -----------
+# The trainer emits them from rank 0 only. A failing subscriber is reported and never stops training.
+
+
+@hookspec
+def experiment_created(experiment_id: str, folder: Path, config: Mapping[str, Any]) -> None:
+    """A training run started: ``folder`` is its experiment folder, ``config`` what ``config.json`` holds."""
+
+
+@hookspec
+def epoch_updated(experiment_id: str, epoch: int, metrics: Mapping[str, float]) -> None:
+    """Epoch ``epoch`` (1-based) ended; ``metrics`` holds that epoch's values only (losses, score, lr, time)."""
+
+
+@hookspec
+def preview_saved(experiment_id: str, epoch: int, paths: Sequence[Path]) -> None:
+    """Preview images of the worst validation case were (re)written at ``paths``."""
+
+
+@hookspec
+def experiment_completed(experiment_id: str, summary: Mapping[str, Any]) -> None:
+    """The run finished normally; ``summary`` holds the best score, its epoch and the checkpoint paths."""
+
+
+@hookspec
+def experiment_interrupted(experiment_id: str, error: str) -> None:
+    """The run stopped early: ``error`` describes the exception (``KeyboardInterrupt`` included)."""
+
+
 PER_BUNDLE_HOOKS: tuple[str, ...] = ("bundle_info", "build_network", "build_optimizer", "backward")
-BROADCAST_HOOKS: tuple[str, ...] = ("preview",)
+EVENT_HOOKS: tuple[str, ...] = ("experiment_created", "epoch_updated", "preview_saved", "experiment_completed",
+                                "experiment_interrupted")
+BROADCAST_HOOKS: tuple[str, ...] = ("preview", *EVENT_HOOKS)

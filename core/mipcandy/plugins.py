@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import traceback
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
@@ -33,6 +34,10 @@ DEFAULTS_NAME = "mipcandy.defaults"
 
 class BundleError(RuntimeError):
     """A bundle was asked for that cannot be used."""
+
+
+class BroadcastWarning(RuntimeWarning):
+    """A plugin failed while handling a broadcast hook (preview, experiment events); the others went on."""
 
 
 @dataclass
@@ -208,10 +213,28 @@ class BundleManager:
             raise BundleError(f"bundle {name!r} does not implement {hook!r} and the core has no default for it")
         return result
 
-    def broadcast(self, hook: str, **kwargs: Any) -> list[Any]:
-        """Call a broadcast hook on every registered plugin; returns their non-``None`` results."""
+    def broadcast(self, hook: str, *, strict: bool = False, **kwargs: Any) -> list[Any]:
+        """Call a broadcast hook on every plugin implementing it; returns their non-``None`` results.
+
+        Each implementation runs on its own (pluggy would stop at the first exception): a failure is reported
+        as a ``BroadcastWarning`` naming the plugin, and the others still run. ``strict=True`` re-raises instead.
+        """
+        if hook not in BROADCAST_HOOKS:
+            raise ValueError(f"{hook!r} is not a broadcast hook; use BundleManager.call() for per-bundle hooks")
         self.load()
-        return getattr(self.pm.hook, hook)(**kwargs)
+        results = []
+        for impl in reversed(getattr(self.pm.hook, hook).get_hookimpls()):
+            try:
+                result = impl.function(**{name: kwargs[name] for name in impl.argnames})
+            except Exception as exc:
+                if strict:
+                    raise
+                warnings.warn(f"plugin {impl.plugin_name!r} failed in {hook}: {_describe(exc)}", BroadcastWarning,
+                              stacklevel=2)
+                continue
+            if result is not None:
+                results.append(result)
+        return results
 
 
 _manager: BundleManager | None = None
