@@ -1,0 +1,36 @@
+"""Training-transparency artefacts: progress curves, per-class Dice curves and worst-case previews.
+
+Everything renders through :class:`matplotlib.figure.Figure` with the Agg canvas, never through pyplot, so
+no global figure state leaks and no GUI backend is ever touched. Names are resolved lazily (PEP 562):
+importing this package does not import matplotlib.
+"""
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+_LAZY: dict[str, str] = {
+    "ema_curve": "mipcandy.visualization.plots",
+    "plot_progress": "mipcandy.visualization.plots",
+    "plot_series": "mipcandy.visualization.plots",
+    "plot_class_dice": "mipcandy.visualization.plots",
+    "label_palette": "mipcandy.visualization.colors",
+    "colorize": "mipcandy.visualization.colors",
+    "window": "mipcandy.visualization.blend",
+    "overlay": "mipcandy.visualization.blend",
+    "boundary": "mipcandy.visualization.blend",
+    "largest_foreground_slice": "mipcandy.visualization.preview",
+    "choose_slice": "mipcandy.visualization.preview",
+    "save_preview": "mipcandy.visualization.preview",
+}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mipcandy.visualization' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
