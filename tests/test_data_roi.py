@@ -191,3 +191,21 @@ def test_two_dimensional_patches() -> None:
     assert images.shape == (2, 2, 16, 48) and labels.shape == (2, 1, 16, 48)
     assert labels[1].sum() == 1  # the forced sample holds the single foreground voxel
     assert ((images == 0).sum(dim=(2, 3)) == 16 * 18).all()  # width 30 padded to 48 (image values are >= 0.5)
+
+
+def test_augmentation_runs_per_batch_and_is_reproducible(tmp_path) -> None:
+    from mipcandy.data import NNUNetAugmentation, NNUNetDataset, make_synthetic_dataset, preprocess_dataset
+    from mipcandy.data.roi import RandomROIDataset
+
+    raw = make_synthetic_dataset(tmp_path / "raw", ndim=3, num_cases=3, shape=(24, 24, 24), progress=False)
+    cached = preprocess_dataset(NNUNetDataset(raw), tmp_path / "cache", progress=False)
+    everything = NNUNetAugmentation(3, p_rotation=1.0, p_scaling=1.0, p_noise=1.0)
+    plain = RandomROIDataset(cached, 2, patch_shape=(16, 16, 16), seed=3)
+    augmented = RandomROIDataset(cached, 2, patch_shape=(16, 16, 16), seed=3, augmentation=everything)
+    again = RandomROIDataset(cached, 2, patch_shape=(16, 16, 16), seed=3, augmentation=everything)
+    (image, label), (aug_image, aug_label) = plain[0], augmented[0]
+    assert aug_image.shape == image.shape and aug_label.shape == label.shape
+    assert not torch.equal(aug_image, image)
+    first, second = augmented[1], again[1]
+    assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
+    assert set(aug_label.unique().tolist()) <= set(range(3))

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from mipcandy.data.augment.base import Transform
 from mipcandy.data.cropping import BBox, crop
 from mipcandy.data.inspection import CaseAnnotation, InspectionAnnotations, inspect
 
@@ -84,6 +85,10 @@ class RandomROIDataset(Dataset):
     inspected. ``patch_shape`` defaults to the annotations' planned patch shape
     (:meth:`InspectionAnnotations.patch_shape`). ``len()`` is the number of batches per epoch:
     ``ceil(cases * num_patches_per_case / batch_size)``; any index >= 0 is valid (later epochs).
+
+    ``augmentation`` (e.g. :class:`~mipcandy.data.augment.pipeline.NNUNetAugmentation`) runs on each whole batch,
+    in the worker that built it, with a generator seeded from ``(seed, index)``: augmented batches are as
+    reproducible as the patches, whatever the number of workers.
     """
 
     def __init__(
@@ -94,6 +99,7 @@ class RandomROIDataset(Dataset):
         oversample_rate: float = 0.33,
         num_patches_per_case: int = 1,
         patch_shape: Sequence[int] | None = None,
+        augmentation: Transform | None = None,
         seed: int = 0,
     ) -> None:
         annotations = source if isinstance(source, InspectionAnnotations) else inspect(source, progress=False)
@@ -110,6 +116,7 @@ class RandomROIDataset(Dataset):
         self.num_forced = forced_count(batch_size, oversample_rate)
         self.num_patches_per_case = num_patches_per_case
         self.seed = seed
+        self.augmentation = augmentation
         self.patch_shape = tuple(int(p) for p in (patch_shape or annotations.patch_shape()))
         if len(self.patch_shape) != annotations.ndim or min(self.patch_shape) < 1:
             raise ValueError(f"patch_shape {self.patch_shape} must have {annotations.ndim} positive edges")
@@ -155,7 +162,11 @@ class RandomROIDataset(Dataset):
                                        self.forced(slot))
             images.append(image)
             labels.append(label)
-        return torch.stack(images), torch.stack(labels)
+        images, labels = torch.stack(images), torch.stack(labels)
+        if self.augmentation is not None:
+            generator = torch.Generator().manual_seed(int(np.random.default_rng([self.seed, 2, index]).integers(2**62)))
+            images, labels = self.augmentation(images, labels, generator)
+        return images, labels
 
     def _patch(self, record: CaseAnnotation, i: int, rng: np.random.Generator, forced: bool) -> tuple[Tensor, Tensor]:
         center = None
