@@ -235,3 +235,9 @@ def test_core_default_preview_writes_pngs(tmp_path) -> None:
                                         case_id="c1")
     written = [p for paths in results for p in paths]
     assert written and all(p.suffix == ".png" and p.stat().st_size > 0 for p in written)
+
+
+def test_trainer_class_is_optional() -> None:
+    manager = BundleManager()
+    manager.register(Bundle(1), "plain")
+    assert manager.call("plain", "trainer_class") is None

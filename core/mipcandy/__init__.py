@@ -30,6 +30,9 @@ _LAZY: dict[str, str] = {
     "list_bundles": "mipcandy.plugins",
     "get_bundle": "mipcandy.plugins",
     "build_network": "mipcandy.plugins",
+    "Trainer": "mipcandy.training.trainer",
+    "TrainerToolbox": "mipcandy.training.toolbox",
+    "SegmentationTrainer": "mipcandy.presets.segmentation",
 }
 
 __all__ = ["__version__", "hookimpl", "hookspec", *_LAZY]

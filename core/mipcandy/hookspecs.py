@@ -7,7 +7,8 @@ parameters than the spec: they receive just what they name.
 
 Which implementation runs
 -------------------------
-* ``bundle_info``, ``build_network``, ``build_optimizer`` and ``backward`` are **per-bundle** hooks. The
+* ``bundle_info``, ``build_network``, ``build_optimizer``, ``backward`` and ``trainer_class`` are
+  **per-bundle** hooks. The
   trainer selects one bundle by its entry-point name, and the core calls these hooks on that bundle
   alone (plus the core's own defaults), through :func:`mipcandy.plugins.call_bundle_hook`. Installed
   bundles therefore never compete through pluggy's registration order. If the selected bundle does not
@@ -102,6 +103,15 @@ def backward(images: torch.Tensor, labels: torch.Tensor, toolbox: Any) -> tuple[
     """
 
 
+@hookspec(firstresult=True)
+def trainer_class() -> type:
+    """The trainer class ``candy train`` should use for this bundle (a ``SegmentationTrainer`` subclass).
+
+    Optional: without it, ``candy train`` uses :class:`mipcandy.presets.SegmentationTrainer` with this bundle's
+    ``build_network``. Import the class inside the function, so that discovery stays light.
+    """
+
+
 @hookspec
 def preview(image: torch.Tensor, label: torch.Tensor | None, prediction: torch.Tensor, folder: Path,
             case_id: str) -> list[Path] | None:
@@ -146,7 +156,8 @@ def experiment_interrupted(experiment_id: str, error: str) -> None:
     """The run stopped early: ``error`` describes the exception (``KeyboardInterrupt`` included)."""
 
 
-PER_BUNDLE_HOOKS: tuple[str, ...] = ("bundle_info", "build_network", "build_optimizer", "backward")
+PER_BUNDLE_HOOKS: tuple[str, ...] = ("bundle_info", "build_network", "build_optimizer", "backward", "trainer_class")
+OPTIONAL_HOOKS: tuple[str, ...] = ("bundle_info", "trainer_class")  # per-bundle hooks that may answer None
 EVENT_HOOKS: tuple[str, ...] = ("experiment_created", "epoch_updated", "preview_saved", "experiment_completed",
                                 "experiment_interrupted")
 BROADCAST_HOOKS: tuple[str, ...] = ("preview", *EVENT_HOOKS)

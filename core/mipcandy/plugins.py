@@ -26,7 +26,7 @@ from typing import Any, Literal
 import pluggy
 
 from mipcandy import hookspecs
-from mipcandy.hookspecs import BROADCAST_HOOKS, ENTRY_POINT_GROUP, PROJECT_NAME
+from mipcandy.hookspecs import BROADCAST_HOOKS, ENTRY_POINT_GROUP, OPTIONAL_HOOKS, PROJECT_NAME
 
 Status = Literal["ok", "error", "invalid", "blocked"]
 DEFAULTS_NAME = "mipcandy.defaults"
@@ -209,7 +209,7 @@ class BundleManager:
             raise ValueError(f"{hook!r} is a broadcast hook; use BundleManager.broadcast()")
         self.require(name)
         result = self._subset(hook, name)(**kwargs)
-        if result is None and hook != "bundle_info":
+        if result is None and hook not in OPTIONAL_HOOKS:
             raise BundleError(f"bundle {name!r} does not implement {hook!r} and the core has no default for it")
         return result
 

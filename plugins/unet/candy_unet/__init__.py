@@ -12,6 +12,7 @@ _LAZY = {
     "UNet": "candy_unet.unet",
     "make_unet2d": "candy_unet.unet",
     "make_unet3d": "candy_unet.unet",
+    "UNetTrainer": "candy_unet.unet_trainer",
 }
 __all__ = list(_LAZY)
 

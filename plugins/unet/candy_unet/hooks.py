@@ -30,3 +30,11 @@ def build_network(example_shape: Sequence[int], num_classes: int, options: Mappi
         raise ValueError(f"unet: expected an input shaped (C, H, W) or (C, D, H, W), got {tuple(example_shape)}")
     builder = make_unet2d if ndim == 2 else make_unet3d
     return builder(example_shape[0], num_classes, **options)
+
+
+@hookimpl
+def trainer_class() -> type:
+    """UNetTrainer: deep-supervision weights sized to the network's outputs, depth planned from the patch."""
+    from candy_unet.unet_trainer import UNetTrainer
+
+    return UNetTrainer

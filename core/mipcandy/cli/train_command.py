@@ -1,0 +1,128 @@
+"""``candy train --bundle unet --dataset DIR``: preprocess an nnU-Net raw dataset and train a bundle on it.
+
+The dataset is preprocessed once into ``OUTPUT/preprocessed/<dataset name>`` (nnU-Net's plan from ``inspect()``:
+target spacing, normalization), the patch size comes from the inspection of the preprocessed cases, and each fold
+trains in its own experiment folder under ``OUTPUT``, printed when done. ``--fold all`` trains every fold in
+turn and prints a summary table; ``--resume FOLDER`` continues an interrupted run (same dataset and fold).
+torch is imported inside :func:`run` only.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def _fold(text: str) -> int | str:
+    if text == "all":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fold index or 'all', got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"a fold index is >= 0, got {value}")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return value
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the command's arguments."""
+    parser.add_argument("--bundle", default="unet", help="the bundle building the network (default: unet)")
+    parser.add_argument("--dataset", required=True, metavar="DIR", help="nnU-Net raw dataset folder")
+    parser.add_argument("--fold", type=_fold, default=0, help="cross-validation fold 0..k-1, or 'all' to train "
+                                                              "every fold in turn (default: 0)")
+    parser.add_argument("--folds", type=_positive, default=5, metavar="K", help="number of folds (default: 5)")
+    parser.add_argument("--epochs", type=_positive, default=1000, help="epochs (default: 1000, as nnU-Net)")
+    parser.add_argument("--iterations", type=_positive, default=250, help="iterations per epoch (default: 250)")
+    parser.add_argument("--batch-size", type=_positive, default=2, help="patches per batch (default: 2)")
+    parser.add_argument("--deep-supervision", action="store_true", help="supervise every decoder output")
+    parser.add_argument("--ema", action="store_true", help="validate and checkpoint an EMA of the weights")
+    parser.add_argument("--amp", action="store_true", help="mixed precision on CUDA")
+    parser.add_argument("--seed", type=int, default=None, help="random seed (default: drawn and recorded)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1... (default: auto)")
+    parser.add_argument("--workers", type=int, default=0, help="data loading worker processes (default: 0)")
+    parser.add_argument("--no-augmentation", action="store_true", help="train without nnU-Net's default "
+                                                                     "augmentation")
+    parser.add_argument("--resume", metavar="FOLDER", help="continue the experiment in FOLDER")
+    parser.add_argument("--output", default="experiments", metavar="DIR", help="where experiment folders go "
+                                                                               "(default: ./experiments)")
+
+
+def _trainer_class(bundle: str) -> Any:
+    """The bundle's own trainer when it names one (its ``trainer_class`` hook), else the segmentation preset."""
+    from mipcandy.plugins import call_bundle_hook
+
+    trainer = call_bundle_hook(bundle, "trainer_class")
+    if trainer is None:
+        from mipcandy.presets.segmentation import SegmentationTrainer
+
+        return SegmentationTrainer
+    return trainer
+
+
+def _resumed_fold(folder: Path) -> int:
+    """The fold an experiment folder was trained on (its config's note), so that --resume sees the same split."""
+    import json
+
+    try:
+        note = json.loads((folder / "config.json").read_text(encoding="utf-8"))["options"]["note"]
+    except (OSError, ValueError, KeyError):
+        raise FileNotFoundError(f"{folder} is not an experiment folder of candy train (no readable config.json)") \
+            from None
+    if not note.startswith("fold "):
+        raise ValueError(f"{folder} was not trained by candy train (no fold recorded); resume it from Python")
+    return int(note.removeprefix("fold "))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train; 0 on success, 2 when the dataset, bundle or resume folder cannot be used."""
+    from mipcandy.data.augment.pipeline import NNUNetAugmentation
+    from mipcandy.data.dataset import DatasetError
+    from mipcandy.data.nnunet import NNUNetDataset
+    from mipcandy.data.preprocess import preprocess_dataset
+    from mipcandy.data.roi import RandomROIDataset
+    from mipcandy.plugins import BundleError
+    from mipcandy.training.kfold import run_folds
+
+    output = Path(args.output)
+    try:
+        raw = NNUNetDataset(args.dataset)
+        data = preprocess_dataset(raw, output / "preprocessed" / Path(args.dataset).resolve().name)
+    except (DatasetError, FileNotFoundError, ValueError) as error:
+        print(f"candy train: {error}", file=sys.stderr)
+        return 2
+    trainer_class = _trainer_class(args.bundle)
+
+    def make_trainer(fold: int) -> Any:
+        train, val = data.fold(fold, num_folds=args.folds)
+        patches = RandomROIDataset(train, args.batch_size, seed=0 if args.seed is None else args.seed)
+        if not args.no_augmentation:
+            patches.augmentation = NNUNetAugmentation.for_patch_size(patches.patch_shape)
+        trainer = trainer_class(output, patches, val, device=args.device)
+        trainer.note = f"fold {fold}"  # recorded in config.json; --resume reads the fold back from it
+        return trainer
+
+    options = {"bundle": args.bundle, "iterations_per_epoch": args.iterations, "ema": args.ema, "amp": args.amp,
+               "deep_supervision": args.deep_supervision, "seed": args.seed, "num_workers": args.workers}
+    try:
+        if args.resume:
+            summary = make_trainer(_resumed_fold(Path(args.resume))).recover_from(args.resume) \
+                .continue_training(args.epochs)
+            print(summary.folder)
+            return 0
+        folds = list(range(args.folds)) if args.fold == "all" else [args.fold]
+        summaries = run_folds(make_trainer, folds, args.epochs, **options)
+    except (BundleError, FileNotFoundError, ValueError) as error:
+        print(f"candy train: {error}", file=sys.stderr)
+        return 2
+    for summary in summaries:
+        print(summary.folder)
+    return 0

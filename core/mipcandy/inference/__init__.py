@@ -1,0 +1,31 @@
+"""Whole-case inference: Gaussian sliding windows with mirroring TTA, and post-processing of the logits.
+
+Names resolve lazily (PEP 562) so that importing the package does not import torch.
+"""
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+_LAZY: dict[str, str] = {
+    "sliding_window_inference": "mipcandy.inference.sliding_window",
+    "predict_probabilities": "mipcandy.inference.sliding_window",
+    "predict_labels": "mipcandy.inference.sliding_window",
+    "gaussian_importance_map": "mipcandy.inference.sliding_window",
+    "window_slices": "mipcandy.inference.sliding_window",
+    "window_starts": "mipcandy.inference.sliding_window",
+    "logits_to_probabilities": "mipcandy.inference.postprocess",
+    "logits_to_labels": "mipcandy.inference.postprocess",
+    "keep_largest_component": "mipcandy.inference.postprocess",
+}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mipcandy.inference' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value

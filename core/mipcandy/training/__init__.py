@@ -1,0 +1,42 @@
+"""The training framework: trainer lifecycle, experiment folder, exact recovery, k-fold runs.
+
+Names resolve lazily (PEP 562), so importing the package does not import torch.
+"""
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+_LAZY: dict[str, str] = {
+    "Trainer": "mipcandy.training.trainer",
+    "TrainingSummary": "mipcandy.training.trainer",
+    "Tracker": "mipcandy.training.trainer",
+    "TrainerToolbox": "mipcandy.training.toolbox",
+    "TrainingOptions": "mipcandy.training.options",
+    "ExperimentWriter": "mipcandy.training.experiment",
+    "ArtefactWarning": "mipcandy.training.experiment",
+    "new_experiment_folder": "mipcandy.training.experiment",
+    "save_state": "mipcandy.training.checkpoint",
+    "load_state": "mipcandy.training.checkpoint",
+    "sanity_check": "mipcandy.training.sanity",
+    "SanityCheckError": "mipcandy.training.sanity",
+    "SanityCheckResult": "mipcandy.training.sanity",
+    "set_seed": "mipcandy.training.seed",
+    "capture_rng_state": "mipcandy.training.seed",
+    "restore_rng_state": "mipcandy.training.seed",
+    "BatchStream": "mipcandy.training.stream",
+    "CaseResult": "mipcandy.training.validation",
+    "ValidationResult": "mipcandy.training.validation",
+    "run_folds": "mipcandy.training.kfold",
+}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mipcandy.training' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
