@@ -39,11 +39,12 @@ def site_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[str, 
 
     def add(bundle: str, module_source: str, version: str = "1.0") -> Path:
         module = f"candy_test_{bundle}"
-        (site / f"{module}.py").write_text(textwrap.dedent(module_source))
+        (site / f"{module}.py").write_text(textwrap.dedent(module_source), encoding="utf-8")
         info = site / f"candy_test_{bundle}-{version}.dist-info"
         info.mkdir()
-        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: candy-test-{bundle}\nVersion: {version}\n")
-        (info / "entry_points.txt").write_text(f"[mipcandy.bundles]\n{bundle} = {module}\n")
+        metadata = f"Metadata-Version: 2.1\nName: candy-test-{bundle}\nVersion: {version}\n"
+        (info / "METADATA").write_text(metadata, encoding="utf-8")
+        (info / "entry_points.txt").write_text(f"[mipcandy.bundles]\n{bundle} = {module}\n", encoding="utf-8")
         added.append(module)
         return site
 
@@ -59,8 +60,8 @@ def run_candy(*args: str, env: dict[str, str] | None = None, pythonpath: Path | 
     if pythonpath is not None:
         full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(pythonpath), full_env.get("PYTHONPATH")]))
     full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "mipcandy", *args], capture_output=True, text=True, env=full_env,
-                          timeout=300)
+    return subprocess.run([sys.executable, "-m", "mipcandy", *args], capture_output=True, encoding="utf-8",
+                          env=full_env, timeout=300)
 
 
 @pytest.fixture

@@ -33,13 +33,13 @@ def raw(pristine: Path, tmp_path: Path) -> Path:
 
 def _edit_json(folder: Path, **changes: object) -> None:
     path = folder / "dataset.json"
-    content = json.loads(path.read_text())
+    content = json.loads(path.read_text(encoding="utf-8"))
     for key, value in changes.items():
         if value is None:
             content.pop(key)
         else:
             content[key] = value
-    path.write_text(json.dumps(content))
+    path.write_text(json.dumps(content), encoding="utf-8")
 
 
 def _rewrite(path: Path, *, is_label: bool = False, data=None, **geometry_changes: object) -> None:
@@ -141,8 +141,8 @@ def test_unknown_channel_index(raw: Path) -> None:
 
 
 def test_unexpected_file(raw: Path) -> None:
-    (raw / "imagesTr" / "notes.txt").write_text("x")
-    (raw / "imagesTr" / ".DS_Store").write_text("hidden files are ignored")
+    (raw / "imagesTr" / "notes.txt").write_text("x", encoding="utf-8")
+    (raw / "imagesTr" / ".DS_Store").write_text("hidden files are ignored", encoding="utf-8")
     with pytest.raises(DatasetError, match="imagesTr/notes.txt is not named CASE_XXXX.nii.gz") as err:
         NNUNetDataset(raw)
     assert len(err.value.problems) == 1

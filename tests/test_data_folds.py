@@ -69,7 +69,7 @@ def test_bad_fold_arguments_are_rejected() -> None:
 def test_missing_splits_file_is_created_with_the_default_split(tmp_path) -> None:
     path = tmp_path / "splits_final.json"
     train, val = select_fold(_ids(10), 2, splits_file=path)
-    written = json.loads(path.read_text())
+    written = json.loads(path.read_text(encoding="utf-8"))
     assert written == kfold_splits(_ids(10))
     assert (train, val) == (written[2]["train"], written[2]["val"])
     assert [p.name for p in tmp_path.iterdir()] == ["splits_final.json"]  # no temporary files left
@@ -103,7 +103,7 @@ def test_splits_file_with_unknown_cases_is_an_error(tmp_path) -> None:
 )
 def test_malformed_splits_files_are_rejected(tmp_path, content: str, message: str) -> None:
     path = tmp_path / "splits_final.json"
-    path.write_text(content)
+    path.write_text(content, encoding="utf-8")
     with pytest.raises(ValueError, match=message):
         load_splits(path)
 

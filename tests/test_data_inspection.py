@@ -142,12 +142,12 @@ def test_json_round_trip(tmp_path: Path) -> None:
     loaded = load_inspection_annotations(path, dataset)
     assert loaded == annotations and loaded.dataset is dataset
     assert loaded.target_spacing() == annotations.target_spacing()
-    data = json.loads(path.read_text())
+    data = json.loads(path.read_text(encoding="utf-8"))
     assert data["derived"]["patch_shape"] == list(annotations.patch_shape())
     assert set(data["foreground_intensity_properties_per_channel"]["0"]) == {
         "mean", "median", "std", "min", "max", "percentile_00_5", "percentile_99_5"}  # nnU-Net's keys
     assert [p.name for p in tmp_path.iterdir()] == ["inspection.json"]  # atomic: no temporary left
-    path.write_text("{broken")
+    path.write_text("{broken", encoding="utf-8")
     with pytest.raises(ValueError, match="not valid JSON"):
         load_inspection_annotations(path)
     with pytest.raises(ValueError, match="belong to another dataset"):
@@ -209,7 +209,7 @@ def test_cli_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert "dataset.json does not exist" in capsys.readouterr().err
     # The command module itself must not pull torch in (candy --help stays fast).
     code = "import sys, mipcandy.cli.inspect_command; print('torch' in sys.modules)"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, encoding="utf-8", check=True,
                             env={"PYTHONPATH": str(ROOT / "core")})
     assert result.stdout.strip() == "False"
 

@@ -91,7 +91,7 @@ def test_geometry_module_does_not_import_simpleitk_or_torch() -> None:
 def test_data_package_is_lazy_and_its_table_resolves() -> None:
     code = "import sys, mipcandy.data as d; d.Geometry; print('torch' in sys.modules, 'SimpleITK' in sys.modules)"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, encoding="utf-8", env=env, timeout=120)
     assert result.stdout.split() == ["False", "False"], result.stderr
     for name, module in data_package._LAZY.items():
         if importlib.util.find_spec(module) is not None:  # modules of other helpers may not exist yet
@@ -295,7 +295,7 @@ def test_dicom_folder_with_two_series_names_both(tmp_path: Path) -> None:
 
 
 def test_folder_without_dicom_is_a_clear_error(tmp_path: Path) -> None:
-    (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / "notes.txt").write_text("not an image", encoding="utf-8")
     with pytest.raises(ValueError, match="No DICOM series found") as info:
         load_image(tmp_path)
     assert str(tmp_path) in str(info.value)

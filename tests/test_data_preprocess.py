@@ -283,8 +283,8 @@ def test_touched_or_broken_case_is_rebuilt_alone(raw_dataset: Path, tmp_path: Pa
     # A case that left the dataset leaves the cache.
     for path in [*raw.glob("imagesTr/case_0_*"), raw / "labelsTr" / "case_0.nii.gz"]:
         path.unlink()
-    meta = json.loads((raw / "dataset.json").read_text())
-    (raw / "dataset.json").write_text(json.dumps({**meta, "numTraining": 2}))
+    meta = json.loads((raw / "dataset.json").read_text(encoding="utf-8"))
+    (raw / "dataset.json").write_text(json.dumps({**meta, "numTraining": 2}), encoding="utf-8")
     pruned = build_cache(NNUNetDataset(raw), tmp_path / "cache", progress=False)
     assert pruned.removed == ("case_0.safetensors",)
     assert PreprocessedDataset(tmp_path / "cache").case_ids == ["case_1", "case_2"]
@@ -306,7 +306,7 @@ def test_in_memory_dataset_is_identified_by_content(tmp_path: Path) -> None:
 def test_opening_a_missing_or_foreign_cache_explains(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="No preprocessing cache"):
         PreprocessedDataset(tmp_path)
-    (tmp_path / MANIFEST).write_text('{"format": "other"}')
+    (tmp_path / MANIFEST).write_text('{"format": "other"}', encoding="utf-8")
     with pytest.raises(ValueError, match="rebuild the cache"):
         PreprocessedDataset(tmp_path)
 

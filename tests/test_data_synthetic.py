@@ -17,7 +17,7 @@ def _files(folder) -> dict[str, bytes]:
 def test_writes_nnunet_raw_layout(tmp_path) -> None:
     root = make_synthetic_dataset(tmp_path / "ds", num_cases=3, num_test_cases=2, shape=(10, 16, 16),
                                   num_classes=4, num_channels=2)
-    meta = json.loads((root / "dataset.json").read_text())
+    meta = json.loads((root / "dataset.json").read_text(encoding="utf-8"))
     assert meta["channel_names"] == {"0": "MRI", "1": "MRI"}
     assert sorted(meta["labels"].values()) == [0, 1, 2, 3] and meta["labels"]["background"] == 0
     assert meta["numTraining"] == 3 and meta["file_ending"] == ".nii.gz"
@@ -100,7 +100,7 @@ def test_mri_has_a_smooth_bias_field_and_ct_has_none() -> None:
 
 def test_refuses_a_non_empty_folder_and_bad_arguments(tmp_path) -> None:
     (tmp_path / "ds").mkdir()
-    (tmp_path / "ds" / "keep.txt").write_text("x")
+    (tmp_path / "ds" / "keep.txt").write_text("x", encoding="utf-8")
     with pytest.raises(FileExistsError, match="not an empty folder"):
         make_synthetic_dataset(tmp_path / "ds", num_cases=1, shape=(8, 8, 8))
     with pytest.raises(ValueError, match="needs 2 shape"):

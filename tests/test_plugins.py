@@ -148,7 +148,7 @@ def test_preview_is_broadcast_to_every_plugin(tmp_path) -> None:
         @hookimpl
         def preview(self, folder, case_id):
             path = folder / f"{self.name}-{case_id}.txt"
-            path.write_text(self.name)
+            path.write_text(self.name, encoding="utf-8")
             return [path]
 
     manager = BundleManager()

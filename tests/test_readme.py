@@ -20,7 +20,8 @@ def test_readme_has_examples() -> None:
 
 @pytest.mark.parametrize("code", EXAMPLES, ids=[f"example{i}" for i in range(len(EXAMPLES))])
 def test_readme_example_runs(code: str, tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, encoding="utf-8", timeout=600,
+                            cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     printed = result.stdout.splitlines()
     expected = re.findall(r"^print\(.*\)\s+# (.*)$", code, re.M)

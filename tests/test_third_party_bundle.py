@@ -51,8 +51,8 @@ def write_distribution(folder: Path, dist: str, entry: str, module: str, source:
 
         [tool.setuptools]
         py-modules = ["{module}"]
-    '''))
-    (folder / f"{module}.py").write_text(source)
+    '''), encoding="utf-8")
+    (folder / f"{module}.py").write_text(source, encoding="utf-8")
     return folder
 
 
@@ -77,7 +77,7 @@ def installed(tmp_path_factory) -> Path:
     assert set(files) == {"pyproject.toml", "candy_tinyseg.py"}
     assert sum(len(body.splitlines()) for body in files.values()) < 60
     for name, body in files.items():
-        (readme / name).write_text(body)
+        (readme / name).write_text(body, encoding="utf-8")
     broken = write_distribution(base / "broken", "candy-brokenimport", "brokenimport", "candy_brokenimport",
                                 BROKEN_IMPORT)
     typo = write_distribution(base / "typo", "candy-typohook", "typohook", "candy_typohook", MISSPELLED_HOOK)
@@ -144,7 +144,7 @@ def test_network_is_built_by_name_through_the_hook(installed) -> None:
         except mipcandy.plugins.BundleError as error:
             print("ERROR", error)
     ''')
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, encoding="utf-8", timeout=300,
                             env={**__import__("os").environ, "PYTHONPATH": str(installed)})
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()

@@ -26,7 +26,7 @@ def test_train_command_trains_and_resumes(tmp_path: Path, capsys: pytest.Capture
     assert train_command.run(parse(*common, "--fold", "1", "--epochs", "1")) == 0
     folder = Path(capsys.readouterr().out.strip().splitlines()[-1])
     assert folder.parent == tmp_path / "out" / "UNetTrainer"
-    config = json.loads((folder / "config.json").read_text())
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     assert config["options"]["note"] == "fold 1" and config["options"]["bundle"] == "unet"
     assert config["versions"]["bundle unet"].startswith("candy-unet")
     assert train_command.run(parse(*common, "--epochs", "2", "--resume", str(folder))) == 0

@@ -69,7 +69,7 @@ def _run(script: Path, root: Path, mode: str, *, epochs: int = EPOCHS, env: dict
     full_env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "core"), os.environ.get("PYTHONPATH", "")]),
                 "OMP_NUM_THREADS": "1", **(env or {})}
     process = subprocess.Popen([sys.executable, str(script), str(root), mode, str(epochs)], env=full_env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, encoding="utf-8")
     if kill_after is not None:
         try:
             process.wait(timeout=kill_after)
@@ -107,7 +107,7 @@ def _assert_same_run(expected: dict, actual: dict) -> None:
 def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, float]:
     folder = tmp_path_factory.mktemp("reference")
     script = folder / "train_script.py"
-    script.write_text(SCRIPT)
+    script.write_text(SCRIPT, encoding="utf-8")
     started = time.perf_counter()
     result = _run(script, folder / "runs", "train")
     assert result is not None and "FINISHED" in result.stdout

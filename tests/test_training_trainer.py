@@ -95,7 +95,7 @@ def test_two_epochs_write_every_artefact_and_event(data, tmp_path: Path, recorde
         assert (folder / name).is_file() and (folder / name).stat().st_size > 0, name
     previews = sorted(p.name for p in (folder / "preview").iterdir())
     assert previews and all(name.endswith(".png") for name in previews)
-    config = json.loads((folder / "config.json").read_text())
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     assert config["num_epochs"] == 2 and config["options"]["seed"] == 5 and config["options"]["ema"] is True
     assert config["options"]["early_stop_patience"] is None and config["versions"]["mipcandy"]
     assert config["sanity"]["num_params"] == sum(p.numel() for p in nn.Conv2d(1, 8, 3).parameters()) + \
@@ -115,7 +115,7 @@ def test_two_epochs_write_every_artefact_and_event(data, tmp_path: Path, recorde
     assert [e["epoch"] for e in epochs] == [1, 2]
     assert all(not isinstance(v, list) for e in epochs for v in e["metrics"].values())  # that epoch's values only
     assert epochs[1]["metrics"]["combined loss"] == pytest.approx(float(rows[1]["combined loss"]))
-    assert "Sanity check passed" in (folder / "logs.txt").read_text()
+    assert "Sanity check passed" in (folder / "logs.txt").read_text(encoding="utf-8")
 
 
 @pytest.mark.parametrize("decay", [0.0, 0.9])
@@ -191,7 +191,7 @@ def test_resume_at_next_epoch_and_past_the_horizon(data, tmp_path: Path) -> None
     assert history["epoch"] == [1, 2, 3, 4]  # epoch 2 is not trained again
     lrs = history["learning rate"]
     assert lrs[0] == pytest.approx(1e-2) and all(math.isfinite(lr) and lr > 0 for lr in lrs)
-    config = json.loads((first.folder / "config.json").read_text())
+    config = json.loads((first.folder / "config.json").read_text(encoding="utf-8"))
     assert config["num_epochs"] == 4 and len(config["resumed"]) == 1
     with pytest.raises(ValueError, match="already trained 4 epochs"):
         Tiny(tmp_path, train, val, console=quiet()).recover_from(first.folder).continue_training(3)
@@ -217,7 +217,7 @@ def test_amp_is_ignored_with_a_note_on_cpu(data, tmp_path: Path) -> None:
     trainer = Tiny(tmp_path, *data, console=quiet())
     summary = trainer.train(1, seed=0, amp=True, preview=False)
     assert trainer.toolbox.grad_scaler is None
-    assert "amp is ignored on cpu" in (summary.folder / "logs.txt").read_text()
+    assert "amp is ignored on cpu" in (summary.folder / "logs.txt").read_text(encoding="utf-8")
 
 
 def test_unknown_option_is_rejected(data, tmp_path: Path) -> None:
@@ -260,6 +260,6 @@ def test_bundle_hooks_build_train_and_preview(data, tmp_path: Path) -> None:
     finally:
         manager.unregister("toy")
     assert bundle.calls == ["build 4", "backward", "backward"]
-    worst = json.loads((summary.folder / "config.json").read_text())
+    worst = json.loads((summary.folder / "config.json").read_text(encoding="utf-8"))
     assert worst["options"]["bundle"] == "toy"
     assert list((summary.folder / "preview").glob("toy_case*.txt"))

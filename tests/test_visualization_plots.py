@@ -129,6 +129,6 @@ def test_no_pyplot_and_lazy_import(tmp_path: Path) -> None:
         viz.save_preview(np.random.rand(1, 4, 8, 8), label, label, folder, "case")
         assert "matplotlib.pyplot" not in sys.modules
     """)
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, encoding="utf-8", timeout=120,
                             env={**os.environ, "PYTHONPATH": str(ROOT / "core")})
     assert result.returncode == 0, result.stderr

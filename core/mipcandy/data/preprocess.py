@@ -254,10 +254,14 @@ class CacheReader:
         return self.properties(case_id).preprocessed_geometry()
 
     def read_region(self, case_id: str, bbox: BBox) -> tuple[Tensor, Tensor]:
-        """Image and label (int64) inside ``bbox``, reading only those bytes of the file."""
+        """Image and label inside ``bbox``, reading only those bytes of the file.
+
+        The label keeps its stored integer dtype (the narrowest that holds the classes): patch samplers copy it
+        into their batch buffer anyway, and widening it here would allocate eight times the bytes.
+        """
         index = (slice(None), *bbox_slices(bbox))
         with self._open(case_id) as handle:
-            return handle.get_slice("image")[index], handle.get_slice("label")[index].long()
+            return handle.get_slice("image")[index], handle.get_slice("label")[index]
 
     def spatial_shape(self, case_id: str) -> tuple[int, ...]:
         """Spatial shape of the preprocessed case, from the file header."""
@@ -301,7 +305,7 @@ class PreprocessedDataset(SupervisedDataset):
         return self.reader.spatial_shape(self.case_id(i))
 
     def read_region(self, i: int, bbox: BBox) -> tuple[Tensor, Tensor]:
-        """Image and int64 label of case ``i`` inside ``bbox`` (which must lie within the case), on the device."""
+        """Image and label (stored integer dtype) of case ``i`` inside ``bbox`` (within the case), on the device."""
         image, label = self.reader.read_region(self.case_id(i), bbox)
         return image.to(self.device), label.to(self.device)
 

@@ -156,19 +156,27 @@ class RandomROIDataset(Dataset):
         if index < 0:
             raise IndexError(f"Batch index must be >= 0, got {index}")
         rng = np.random.default_rng([self.seed, 1, index])
-        images, labels = [], []
+        images: Tensor | None = None
+        labels: Tensor | None = None
         for slot, case in enumerate(self._cases_of(index)):
-            image, label = self._patch(self.annotations.cases[case], self._dataset_index[case], rng,
-                                       self.forced(slot))
-            images.append(image)
-            labels.append(label)
-        images, labels = torch.stack(images), torch.stack(labels)
+            region, target = self._region(self.annotations.cases[case], rng, self.forced(slot))
+            image, label = self._read(self._dataset_index[case], region)
+            if images is None:  # one buffer per batch; each patch is copied into it once, widening the label there
+                images = torch.empty((self.batch_size, image.shape[0], *self.patch_shape), dtype=torch.float32,
+                                     device=image.device)
+                labels = torch.empty((self.batch_size, 1, *self.patch_shape), dtype=torch.int64, device=image.device)
+            if image.shape[1:] != self.patch_shape:  # the patch reaches beyond the image: pad with 0
+                images[slot].zero_()
+                labels[slot].zero_()
+            images[slot][target].copy_(image)
+            labels[slot][target].copy_(label)
         if self.augmentation is not None:
             generator = torch.Generator().manual_seed(int(np.random.default_rng([self.seed, 2, index]).integers(2**62)))
             images, labels = self.augmentation(images, labels, generator)
         return images, labels
 
-    def _patch(self, record: CaseAnnotation, i: int, rng: np.random.Generator, forced: bool) -> tuple[Tensor, Tensor]:
+    def _region(self, record: CaseAnnotation, rng: np.random.Generator, forced: bool) -> tuple[BBox, tuple[slice, ...]]:
+        """The part of the image a patch covers, and where it lands inside the patch."""
         center = None
         classes = record.foreground_classes
         if forced and classes:
@@ -177,13 +185,8 @@ class RandomROIDataset(Dataset):
         start = patch_start(record.shape, self.patch_shape, rng, center)
         inside: BBox = tuple((max(s, 0), min(s + p, n)) for s, p, n in zip(start, self.patch_shape, record.shape,
                                                                           strict=True))
-        image, label = self._read(i, inside)
-        out_image = torch.zeros((image.shape[0], *self.patch_shape), dtype=torch.float32, device=image.device)
-        out_label = torch.zeros((1, *self.patch_shape), dtype=torch.int64, device=label.device)
         target = (slice(None), *(slice(a - s, b - s) for (a, b), s in zip(inside, start, strict=True)))
-        out_image[target] = image
-        out_label[target] = label
-        return out_image, out_label
+        return inside, target
 
     def _read(self, i: int, bbox: BBox) -> tuple[Tensor, Tensor]:
         read_region = getattr(self.dataset, "read_region", None)

@@ -47,7 +47,7 @@ def test_options_are_checked() -> None:
 def test_discovery_does_not_import_torch() -> None:
     code = ("import sys, json; from mipcandy.plugins import load_bundles; "
             "print(json.dumps([[r.name, r.status] for r in load_bundles()]), 'torch' in sys.modules)")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, encoding="utf-8", timeout=120)
     assert result.returncode == 0, result.stderr
     listed, torch_loaded = result.stdout.rsplit(" ", 1)
     assert ["unet", "ok"] in json.loads(listed) and torch_loaded.strip() == "False"
