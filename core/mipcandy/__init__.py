@@ -33,6 +33,8 @@ _LAZY: dict[str, str] = {
     "Trainer": "mipcandy.training.trainer",
     "TrainerToolbox": "mipcandy.training.toolbox",
     "SegmentationTrainer": "mipcandy.presets.segmentation",
+    "Evaluator": "mipcandy.evaluation.evaluator",
+    "EvalResult": "mipcandy.evaluation.result",
 }
 
 __all__ = ["__version__", "hookimpl", "hookspec", *_LAZY]

@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "plugins": ("mipcandy.cli.plugins_command", "list installed bundles and their status"),
     "inspect": ("mipcandy.cli.inspect_command", "fingerprint a dataset and save its inspection annotations"),
     "train": ("mipcandy.cli.train_command", "train a bundle on a dataset in nnU-Net raw format"),
+    "evaluate": ("mipcandy.cli.evaluate_command", "score predicted label files against references"),
 }
 
 

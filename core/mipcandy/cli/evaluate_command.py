@@ -1,0 +1,105 @@
+"""``candy evaluate PRED_DIR LABEL_DIR``: score predicted label files against references, paired by case name.
+
+Prints a table over cases (the worst case highlighted) and a per-class mean table; ``--json`` writes a
+summary in the spirit of nnU-Net's ``summary.json`` and ``--csv`` one row per (case, class). Surface
+metrics use each reference file's spacing. Exit status: 0 on success, 2 on bad input (message on stderr).
+torch is imported inside :func:`run` only.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+NAMES = ("dice", "iou", "hd95", "assd", "nsd")
+DEFAULT_METRICS = ("dice", "iou", "hd95", "assd")
+
+
+def _metric_names(text: str) -> list[str]:
+    names = [name.strip().lower() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in NAMES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown metric(s) {unknown or text!r}; choose from {','.join(NAMES)}")
+    return names
+
+
+def _millimetres(text: str) -> float:
+    value = float(text)
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite tolerance >= 0 in mm, got {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return int(text)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the command's arguments."""
+    parser.add_argument("predictions", metavar="PRED_DIR", help="folder of predicted label maps (CASE.nii.gz, ...)")
+    parser.add_argument("references", metavar="LABEL_DIR", help="folder of reference label maps, same case names")
+    parser.add_argument("--metrics", type=_metric_names, default=None, metavar="LIST",
+                        help=f"comma-separated, from {','.join(NAMES)} (default: {','.join(DEFAULT_METRICS)}, "
+                             "plus nsd when --nsd-tolerance is given)")
+    parser.add_argument("--nsd-tolerance", type=_millimetres, default=None, metavar="MM",
+                        help="tolerance of the normalised surface distance, in mm (needed for nsd)")
+    parser.add_argument("--labels", metavar="DATASET_JSON",
+                        help="dataset.json (or its folder) whose 'labels' name and fix the classes to score")
+    parser.add_argument("--include-background", action="store_true", help="score class 0 as well")
+    parser.add_argument("--json", metavar="FILE", help="write the summary (per case, per class, means) as JSON")
+    parser.add_argument("--csv", metavar="FILE", help="write one row per (case, class) as CSV")
+    parser.add_argument("--worst", type=_count, default=5, metavar="N",
+                        help="worst cases listed in the JSON (default: 5)")
+
+
+def _read_labels(path: Path) -> dict[str, int]:
+    """The ``labels`` of a dataset.json file (or of the one in a folder), checked as datasets check them."""
+    from mipcandy.data.nnunet import parse_labels
+
+    file = path / "dataset.json" if path.is_dir() else path
+    if not file.is_file():
+        raise FileNotFoundError(f"{file} does not exist; pass a dataset.json file (or the folder holding one)")
+    try:
+        raw = json.loads(file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{file} is not valid JSON ({err})") from err
+    if not isinstance(raw, dict) or "labels" not in raw:
+        raise ValueError(f"{file} has no 'labels' mapping of class names to ids")
+    labels, problems = parse_labels(raw["labels"])
+    if problems:
+        raise ValueError(f"{file}: {'; '.join(problems)}")
+    return labels
+
+
+def run(args: argparse.Namespace) -> int:
+    """Evaluate; 0 on success, 2 when the folders, labels or options are not usable."""
+    from rich.console import Console
+
+    from mipcandy.evaluation.evaluator import Evaluator, standard_metrics
+
+    names = args.metrics or [*DEFAULT_METRICS, *(["nsd"] if args.nsd_tolerance is not None else [])]
+    console = Console()
+    try:
+        classes = _read_labels(Path(args.labels)) if args.labels else None
+        evaluator = Evaluator(*standard_metrics(names, nsd_tolerance=args.nsd_tolerance), classes=classes,
+                              include_background=args.include_background, console=console)
+        result = evaluator.evaluate_folders(args.predictions, args.references)
+    except (OSError, ValueError) as err:
+        print(f"candy evaluate: {err}", file=sys.stderr)
+        return 2
+    console.print(result.case_table())
+    console.print(result.class_table())
+    try:
+        if args.json:
+            result.save_json(args.json, worst_n=args.worst)
+            console.print(f"Summary written to {args.json}", highlight=False)
+        if args.csv:
+            result.save_csv(args.csv)
+            console.print(f"Per-case values written to {args.csv}", highlight=False)
+    except OSError as err:
+        print(f"candy evaluate: cannot write the report: {err}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,33 @@
+"""Evaluation of segmentations: per-case, per-class and aggregate metric reports from folders, tensors or datasets.
+
+Names resolve lazily (PEP 562) so that importing the package does not import torch.
+"""
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+_LAZY: dict[str, str] = {
+    "Evaluator": "mipcandy.evaluation.evaluator",
+    "EvalResult": "mipcandy.evaluation.result",
+    "EvalCase": "mipcandy.evaluation.result",
+    "Aggregate": "mipcandy.evaluation.result",
+    "Metric": "mipcandy.evaluation.evaluator",
+    "EvaluationError": "mipcandy.evaluation.evaluator",
+    "standard_metrics": "mipcandy.evaluation.evaluator",
+    "STANDARD_METRICS": "mipcandy.evaluation.evaluator",
+    "pair_folders": "mipcandy.evaluation.pairing",
+    "list_cases": "mipcandy.evaluation.pairing",
+    "PairingError": "mipcandy.evaluation.pairing",
+}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mipcandy.evaluation' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
