@@ -17,7 +17,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "plugins": ("mipcandy.cli.plugins_command", "list installed bundles and their status"),
     "inspect": ("mipcandy.cli.inspect_command", "fingerprint a dataset and save its inspection annotations"),
     "train": ("mipcandy.cli.train_command", "train a bundle on a dataset in nnU-Net raw format"),
+    "predict": ("mipcandy.cli.predict_command", "segment images with a trained experiment"),
     "evaluate": ("mipcandy.cli.evaluate_command", "score predicted label files against references"),
+    "demo": ("mipcandy.cli.demo_command", "generate, inspect, train, predict and evaluate a synthetic dataset"),
 }
 
 

@@ -82,23 +82,21 @@ def _resumed_fold(folder: Path) -> int:
     return int(note.removeprefix("fold "))
 
 
-def run(args: argparse.Namespace) -> int:
-    """Train; 0 on success, 2 when the dataset, bundle or resume folder cannot be used."""
+def train_from_args(args: argparse.Namespace) -> list[Any]:
+    """Preprocess and train as the parsed arguments say; returns one ``TrainingSummary`` per trained fold.
+
+    Raises ``DatasetError``, ``BundleError``, ``FileNotFoundError`` or ``ValueError`` on unusable input (``run``
+    turns them into exit status 2). ``candy demo`` drives training through this function.
+    """
     from mipcandy.data.augment.pipeline import NNUNetAugmentation
-    from mipcandy.data.dataset import DatasetError
     from mipcandy.data.nnunet import NNUNetDataset
     from mipcandy.data.preprocess import preprocess_dataset
     from mipcandy.data.roi import RandomROIDataset
-    from mipcandy.plugins import BundleError
     from mipcandy.training.kfold import run_folds
 
     output = Path(args.output)
-    try:
-        raw = NNUNetDataset(args.dataset)
-        data = preprocess_dataset(raw, output / "preprocessed" / Path(args.dataset).resolve().name)
-    except (DatasetError, FileNotFoundError, ValueError) as error:
-        print(f"candy train: {error}", file=sys.stderr)
-        return 2
+    raw = NNUNetDataset(args.dataset)
+    data = preprocess_dataset(raw, output / "preprocessed" / Path(args.dataset).resolve().name)
     trainer_class = _trainer_class(args.bundle)
 
     def make_trainer(fold: int) -> Any:
@@ -112,15 +110,21 @@ def run(args: argparse.Namespace) -> int:
 
     options = {"bundle": args.bundle, "iterations_per_epoch": args.iterations, "ema": args.ema, "amp": args.amp,
                "deep_supervision": args.deep_supervision, "seed": args.seed, "num_workers": args.workers}
+    if args.resume:
+        trainer = make_trainer(_resumed_fold(Path(args.resume))).recover_from(args.resume)
+        return [trainer.continue_training(args.epochs)]
+    folds = list(range(args.folds)) if args.fold == "all" else [args.fold]
+    return run_folds(make_trainer, folds, args.epochs, **options)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train; 0 on success, 2 when the dataset, bundle or resume folder cannot be used."""
+    from mipcandy.data.dataset import DatasetError
+    from mipcandy.plugins import BundleError
+
     try:
-        if args.resume:
-            summary = make_trainer(_resumed_fold(Path(args.resume))).recover_from(args.resume) \
-                .continue_training(args.epochs)
-            print(summary.folder)
-            return 0
-        folds = list(range(args.folds)) if args.fold == "all" else [args.fold]
-        summaries = run_folds(make_trainer, folds, args.epochs, **options)
-    except (BundleError, FileNotFoundError, ValueError) as error:
+        summaries = train_from_args(args)
+    except (DatasetError, BundleError, FileNotFoundError, ValueError) as error:
         print(f"candy train: {error}", file=sys.stderr)
         return 2
     for summary in summaries:

@@ -17,6 +17,13 @@ _LAZY: dict[str, str] = {
     "logits_to_probabilities": "mipcandy.inference.postprocess",
     "logits_to_labels": "mipcandy.inference.postprocess",
     "keep_largest_component": "mipcandy.inference.postprocess",
+    "Predictor": "mipcandy.inference.predictor",
+    "Prediction": "mipcandy.inference.predictor",
+    "PredictionCase": "mipcandy.inference.predictor",
+    "parse_predictant": "mipcandy.inference.predictor",
+    "probabilities_to_labels": "mipcandy.inference.predictor",
+    "restore_probabilities": "mipcandy.inference.predictor",
+    "write_probabilities": "mipcandy.inference.predictor",
 }
 
 __all__ = list(_LAZY)

@@ -51,33 +51,29 @@ def _image(mask: Tensor, box: tuple[slice, ...], spacing: tuple[float, ...]) -> 
     return image
 
 
-def _boundary(image: sitk.Image) -> sitk.Image:
+def _boundary(image: sitk.Image, threads: int) -> sitk.Image:
     """Mask voxels with a face neighbour outside the mask (the padding makes the box border count)."""
     contour = sitk.BinaryContourImageFilter()
     contour.SetFullyConnected(False)
     contour.SetBackgroundValue(0)
     contour.SetForegroundValue(1)
-    contour.SetNumberOfThreads(torch.get_num_threads())
+    contour.SetNumberOfThreads(threads)
     return contour.Execute(image)
 
 
-def squared_distances_to(features: sitk.Image) -> Tensor:
-    """Squared Euclidean distance (float32, physical units) from every voxel to the nearest feature voxel.
+def _directed(queries: Tensor, features: Tensor, image: sitk.Image, threads: int) -> Tensor:
+    """Distance (float64) from the voxels at flat indices ``queries`` to the nearest voxel of ``features``.
 
-    Values at feature voxels themselves are not meaningful; callers set them to 0. SimpleITK runs on as
-    many threads as torch (``torch.set_num_threads``), so one setting bounds the metrics' parallelism.
+    ``image`` holds ``features``; its exact squared Euclidean distance map (float32, physical units) is
+    read at the queries, and set to 0 where a query is a feature itself.
     """
     transform = sitk.SignedMaurerDistanceMapImageFilter()
     transform.SetSquaredDistance(True)
     transform.SetUseImageSpacing(True)
     transform.SetInsideIsPositive(False)
-    transform.SetNumberOfThreads(torch.get_num_threads())
-    return torch.from_numpy(sitk.GetArrayFromImage(transform.Execute(features)))
-
-
-def _directed(queries: Tensor, features: Tensor, image: sitk.Image) -> Tensor:
-    """Distance (float64) from the voxels at flat indices ``queries`` to the nearest voxel of ``features``."""
-    squared = squared_distances_to(image).view(-1)[queries].double().abs()
+    transform.SetNumberOfThreads(threads)
+    distances = transform.Execute(image)  # read in place: the view lives no longer than this image
+    squared = torch.from_numpy(sitk.GetArrayViewFromImage(distances).reshape(-1)[queries.numpy()]).double().abs()
     squared[features.view(-1)[queries]] = 0.0
     return squared.sqrt()
 
@@ -161,8 +157,8 @@ class SurfaceDistances:
         return forward + backward
 
 
-def surface_distances(pred: Tensor, label: Tensor, spacing: tuple[float, ...]) -> SurfaceDistances:
-    """Boundary distances between two 0/1 masks of the same shape, on any device.
+def surface_distances(pred: Tensor, label: Tensor, spacing: tuple[float, ...], threads: int) -> SurfaceDistances:
+    """Boundary distances between two 0/1 masks of the same shape, on any device; SimpleITK uses ``threads``.
 
     Mask values are checked inside the bounding box of their nonzero voxels only: outside it, all are 0.
     """
@@ -171,13 +167,13 @@ def surface_distances(pred: Tensor, label: Tensor, spacing: tuple[float, ...]) -
         box = (slice(0, 0),) * pred.ndim
     check_mask(pred[box], "outputs")
     check_mask(label[box], "labels")
-    images = [_boundary(_image(mask, box, spacing)) for mask in (pred, label)]
+    images = [_boundary(_image(mask, box, spacing), threads) for mask in (pred, label)]
     pred_edges, label_edges = (torch.from_numpy(sitk.GetArrayFromImage(image)).bool() for image in images)
     pred_index = pred_edges.view(-1).nonzero()[:, 0]
     label_index = label_edges.view(-1).nonzero()[:, 0]
     if len(pred_index) and len(label_index):
-        forward = _directed(pred_index, label_edges, images[1])
-        backward = _directed(label_index, pred_edges, images[0])
+        forward = _directed(pred_index, label_edges, images[1], threads)
+        backward = _directed(label_index, pred_edges, images[0], threads)
     else:
         forward = torch.full((len(pred_index),), math.inf, dtype=torch.float64)
         backward = torch.full((len(label_index),), math.inf, dtype=torch.float64)

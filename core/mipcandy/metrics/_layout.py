@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -27,6 +28,22 @@ Spacing = float | Sequence[float] | None
 # Elements per step of chunked passes: large enough to vectorise, small enough that temporaries stay in
 # cache (whole-volume temporaries cost more in page faults than the arithmetic).
 CHUNK = 1 << 20
+
+
+@contextmanager
+def single_threaded_torch() -> Iterator[int]:
+    """Run torch on one thread inside the block and yield the caller's thread count.
+
+    The metrics' torch passes are memory-bound and gain little from threads, while idle OpenMP workers
+    spinning beside SimpleITK's threads, or waiting at barriers on a busy machine, cost several times
+    more. SimpleITK gets the yielded count, so ``torch.set_num_threads`` still bounds the parallelism.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield threads
+    finally:
+        torch.set_num_threads(threads)
 
 
 def resolve_spatial_dims(tensor: Tensor, spatial_dims: int | None, spacing: Spacing) -> int:

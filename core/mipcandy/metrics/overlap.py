@@ -26,7 +26,14 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from mipcandy.metrics._layout import check_pair, is_label_map, parse_segmentations, resolve_spatial_dims, to_batch
+from mipcandy.metrics._layout import (
+    check_pair,
+    is_label_map,
+    parse_segmentations,
+    resolve_spatial_dims,
+    single_threaded_torch,
+    to_batch,
+)
 from mipcandy.metrics._reduction import Reduction, check_reduction, reduce_values
 
 __all__ = ["binary_dice", "dice_similarity_coefficient", "iou", "soft_dice"]
@@ -51,15 +58,16 @@ def _overlap(
     spatial_dims: int | None,
 ) -> Tensor:
     check_reduction(reduction)
-    segmentations, _ = parse_segmentations(
-        outputs,
-        labels,
-        num_classes=num_classes,
-        include_background=include_background,
-        spatial_dims=spatial_dims,
-        binary=binary,
-    )
-    tp, predicted, reference = segmentations.counts()
+    with single_threaded_torch():
+        segmentations, _ = parse_segmentations(
+            outputs,
+            labels,
+            num_classes=num_classes,
+            include_background=include_background,
+            spatial_dims=spatial_dims,
+            binary=binary,
+        )
+        tp, predicted, reference = segmentations.counts()
     total = predicted + reference
     values = _ratio(tp, total - tp, if_empty) if iou else _ratio(2 * tp, total, if_empty)
     return reduce_values(values if segmentations.batched else values[0], reduction)

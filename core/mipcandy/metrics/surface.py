@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from mipcandy.metrics._distance import SurfaceDistances, surface_distances
-from mipcandy.metrics._layout import Spacing, parse_segmentations, resolve_spacing
+from mipcandy.metrics._layout import Spacing, parse_segmentations, resolve_spacing, single_threaded_torch
 from mipcandy.metrics._reduction import Reduction, check_reduction, reduce_values
 
 __all__ = ["assd", "hd95", "nsd", "surface_metrics"]
@@ -123,10 +123,11 @@ def _evaluate(
     cases, columns = segmentations.shape
     measures = build(columns)
     values = {name: torch.empty(cases, columns, dtype=torch.float64) for name in measures}
-    for case, column in product(range(cases), range(columns)):
-        distances = surface_distances(*segmentations.masks(case, column), voxel)
-        for name, measure in measures.items():
-            values[name][case, column] = measure(distances, column)
+    with single_threaded_torch() as threads:
+        for case, column in product(range(cases), range(columns)):
+            distances = surface_distances(*segmentations.masks(case, column), voxel, threads)
+            for name, measure in measures.items():
+                values[name][case, column] = measure(distances, column)
     results = {}
     for name, table in values.items():
         table = table.to(device=outputs.device, dtype=torch.float32)

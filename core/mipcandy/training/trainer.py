@@ -380,10 +380,22 @@ class Trainer(WithPaddingModule, WithNetwork):
             "val_data": repr(self.val_data),
             "versions": _versions(options.bundle),
             "sanity": asdict(self.sanity) if self.sanity else None,
+            **self._data_description(),
         }
         if previous:
             config["resumed"] = [*previous.get("resumed", []), datetime.now().isoformat(timespec="seconds")]
         return config
+
+    def _data_description(self) -> dict[str, Any]:
+        """What prediction needs to treat new images as the training data were: the preprocessing plan (when the
+        data came from a preprocessing cache), and the class and channel names."""
+        dataset = getattr(self.train_data, "dataset", self.train_data)
+        sources = (dataset, self.val_data)
+        plan = next((p for p in (getattr(d, "plan", None) for d in sources) if p is not None), None)
+        labels = next((lb for lb in (getattr(d, "labels", None) for d in sources) if lb), None)
+        channels = next((c for c in (getattr(d, "channel_names", None) for d in sources) if c), None)
+        return {"preprocessing_plan": plan.to_dict() if plan is not None else None,
+                "labels": dict(labels) if labels else None, "channel_names": dict(channels) if channels else None}
 
     def _loop(self, num_epochs: int, stream: BatchStream) -> None:
         options, toolbox, writer = self._options(), self.toolbox, self.writer

@@ -13,6 +13,7 @@ _LAZY = {
     "make_unet2d": "candy_unet.unet",
     "make_unet3d": "candy_unet.unet",
     "UNetTrainer": "candy_unet.unet_trainer",
+    "UNetPredictor": "candy_unet.unet_predictor",
 }
 __all__ = list(_LAZY)
 

@@ -1,0 +1,448 @@
+"""Predict whole cases with a trained experiment: preprocess as in training, sliding windows, restore, export.
+
+A :class:`Predictor` reads the experiment folder's ``config.json`` (network input ``example_shape`` = channels and
+training patch, ``num_classes``, ``bundle`` and ``bundle_options``, and the ``preprocessing_plan`` when the
+trainer recorded one) and loads ``checkpoint_best`` or ``checkpoint_latest`` on first use. Per case: crop,
+normalize and resample with the training plan, Gaussian sliding windows of the training patch (overlap 0.5,
+batched, optional mirroring TTA over all axes), softmax/sigmoid, probabilities resampled back onto the input grid
+(:func:`restore_probabilities`), argmax/threshold, optional largest-component post-processing, and export with
+the input's spacing, origin and direction. Inputs follow nnU-Net's naming: ``CASE_0000.nii.gz``,
+``CASE_0001.nii.gz``... are the channels of case ``CASE`` and its prediction is written as ``CASE.nii.gz``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from torch import Tensor, nn
+
+from mipcandy.atomic import atomic_path
+from mipcandy.data.cropping import bbox_slices
+from mipcandy.data.dataset import DatasetError
+from mipcandy.data.files import FileReader
+from mipcandy.data.geometry import Geometry
+from mipcandy.data.io import SUPPORTED_SUFFIXES, fast_save, image_suffix, save_image
+from mipcandy.data.preprocessing_plan import CaseProperties, PreprocessingPlan, preprocess_case, restore_case
+from mipcandy.inference.postprocess import keep_largest_component, logits_to_probabilities
+from mipcandy.inference.sliding_window import sliding_window_inference
+from mipcandy.layer import WithNetwork
+from mipcandy.training.experiment import BEST, CONFIG, LATEST
+
+__all__ = [
+    "Prediction",
+    "PredictionCase",
+    "Predictor",
+    "parse_predictant",
+    "probabilities_to_labels",
+    "restore_probabilities",
+    "write_probabilities",
+]
+
+CHECKPOINTS = {"best": BEST, "latest": LATEST}
+PLAN_KEY = "preprocessing_plan"
+ProbabilityFormat = Literal["npz", "safetensors"]
+_CHANNEL_FILE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
+_BUFFER_SHARE = 0.5  # aggregate on the accelerator while the case's buffers take at most this share of free memory
+
+
+# ---- inputs -------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PredictionCase:
+    """One case to predict: its id, how to load ``(image, geometry)``, and the files it comes from.
+
+    ``properties`` is set when the image is already preprocessed (a preprocessed dataset): it is then fed to the
+    network as it is and the prediction restored with these properties.
+    """
+
+    case_id: str
+    loader: Callable[[], tuple[Tensor, Geometry | None]]
+    files: tuple[Path, ...] = ()
+    properties: CaseProperties | None = None
+
+    def load(self) -> tuple[Tensor, Geometry | None]:
+        return self.loader()
+
+    @property
+    def file_ending(self) -> str | None:
+        """The ending of the case's first file (predictions are written in the same format), if from files."""
+        return image_suffix(self.files[0]) if self.files else None
+
+
+def parse_predictant(x: Any, *, ndim: int | None = None, num_channels: int | None = None) -> list[PredictionCase]:
+    """The cases in ``x``: a file, a folder, a list of files or tensors, a tensor, or a dataset.
+
+    Files named ``CASE_XXXX<ending>`` are grouped into case ``CASE`` with channels in index order (nnU-Net); other
+    files are one case each, named by their stem. A folder's images are taken in sorted order (hidden and
+    non-image files are skipped). With ``num_channels``, every case must have exactly channels ``0..n-1``; a missing
+    or extra channel file raises a :class:`DatasetError` naming the case. A tensor is one case ``(C, *spatial)``, or
+    a batch ``(B, C, *spatial)`` when it has ``ndim + 2`` axes; tensors are named ``case0000``, ``case0001``... A
+    dataset (``case_ids``, ``image(i)``, ``geometry(i)``) keeps its ids, and its ``properties(i)`` when it has them.
+    """
+    if isinstance(x, Tensor):
+        return _tensor_cases([x] if ndim is None or x.ndim != ndim + 2 else list(x))
+    if isinstance(x, str | os.PathLike):
+        path = Path(x)
+        if path.is_dir():
+            return sorted(_file_cases(_folder_images(path), num_channels, source=str(path)), key=_case_key)
+        if not path.exists():
+            raise FileNotFoundError(f"input {path} does not exist; pass an image file, a folder of images, a list, a "
+                                    "tensor or a dataset")
+        return _file_cases([path], num_channels, source=str(path))
+    if hasattr(x, "case_ids") and hasattr(x, "image") and hasattr(x, "geometry"):
+        return _dataset_cases(x)
+    if isinstance(x, Sequence) and not isinstance(x, str | bytes):
+        items = list(x)
+        if not items:
+            raise ValueError("nothing to predict: the input list is empty")
+        if all(isinstance(item, Tensor) for item in items):
+            return _tensor_cases(items)
+        if all(isinstance(item, str | os.PathLike) for item in items):
+            missing = [str(p) for p in items if not Path(p).is_file()]
+            if missing:
+                raise FileNotFoundError(f"input file(s) {missing} do not exist")
+            return _file_cases([Path(p) for p in items], num_channels, source="the input list")
+        kinds = sorted({type(item).__name__ for item in items})
+        raise TypeError(f"an input list holds either image paths or tensors, not a mix of {kinds}")
+    raise TypeError(f"cannot predict a {type(x).__name__}: pass an image file, a folder, a list of files or tensors, "
+                    "a (C, *spatial) tensor or a dataset")
+
+
+def _case_key(case: PredictionCase) -> str:
+    return case.case_id
+
+
+def _tensor_cases(tensors: Sequence[Tensor]) -> list[PredictionCase]:
+    return [PredictionCase(f"case{i:04d}", partial(_in_memory, t)) for i, t in enumerate(tensors)]
+
+
+def _in_memory(tensor: Tensor) -> tuple[Tensor, Geometry | None]:
+    return tensor, None
+
+
+def _dataset_cases(dataset: Any) -> list[PredictionCase]:
+    with_properties = callable(getattr(dataset, "properties", None))
+    return [PredictionCase(case_id, partial(_dataset_case, dataset, i),
+                           properties=dataset.properties(i) if with_properties else None)
+            for i, case_id in enumerate(dataset.case_ids)]
+
+
+def _dataset_case(dataset: Any, i: int) -> tuple[Tensor, Geometry | None]:
+    return dataset.image(i), dataset.geometry(i)
+
+
+def _folder_images(folder: Path) -> list[Path]:
+    images = [p for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".")
+              and p.name.lower().endswith(SUPPORTED_SUFFIXES) and p.name.lower() not in SUPPORTED_SUFFIXES]
+    if not images:
+        raise FileNotFoundError(f"{folder} holds no images ({', '.join(SUPPORTED_SUFFIXES)})")
+    return images
+
+
+def _file_cases(paths: Sequence[Path], num_channels: int | None, *, source: str) -> list[PredictionCase]:
+    """Group channel files into cases, in order of first appearance, checking the channels of every case."""
+    groups: dict[str, dict[int, Path]] = {}
+    grouped: dict[str, bool] = {}
+    problems: list[str] = []
+    for path in paths:
+        stem = path.name[: -len(image_suffix(path))]
+        match = _CHANNEL_FILE.match(stem)
+        case, channel = (match["case"], int(match["channel"])) if match else (stem, 0)
+        if case in grouped and grouped[case] != bool(match):
+            problems.append(f"case {case!r}: {path.name} clashes with the case's other file(s) "
+                            f"{sorted(p.name for p in groups[case].values())}; rename one")
+            continue
+        files = groups.setdefault(case, {})
+        grouped[case] = bool(match)
+        if channel in files:
+            problems.append(f"case {case!r}: {path.name} and {files[channel].name} are both channel {channel}")
+            continue
+        files[channel] = path
+    for case, files in groups.items():
+        if grouped[case]:
+            problems += _channel_problems(case, files, num_channels)
+    if problems:
+        raise DatasetError(source, problems)
+    reader = FileReader({case: [files[c] for c in sorted(files)] for case, files in groups.items()})
+    return [PredictionCase(case, partial(_file_case, reader, case), tuple(reader.image_files(case)))
+            for case in groups]
+
+
+def _channel_problems(case: str, files: Mapping[int, Path], num_channels: int | None) -> list[str]:
+    expected = num_channels if num_channels is not None else max(files) + 1
+    first = next(iter(files.values()))
+    ending = image_suffix(first)
+    need = f"the network takes {num_channels} channel(s)" if num_channels is not None else "channels are numbered 0.."
+    missing = [f"case {case!r}: channel file {case}_{c:04d}{ending} is missing ({need}); add it"
+               for c in range(expected) if c not in files]
+    extra = [f"case {case!r}: {files[c].name} is channel {c}, but the network takes {expected} channel(s); remove it"
+             for c in sorted(files) if c >= expected]
+    return missing + extra
+
+
+def _file_case(reader: FileReader, case: str) -> tuple[Tensor, Geometry | None]:
+    image = reader.read_image(case)
+    return image, reader.read_geometry(case)
+
+
+# ---- outputs ------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Prediction:
+    """One predicted case on the input's grid: int64 ``(1, *spatial)`` labels, optional float32 probabilities."""
+
+    case_id: str
+    labels: Tensor
+    probabilities: Tensor | None
+    geometry: Geometry
+
+
+def probabilities_to_labels(probabilities: Tensor) -> Tensor:
+    """Class ids ``(1, *spatial)``: argmax over classes, or probability > 0.5 for one sigmoid channel."""
+    if probabilities.shape[0] == 1:
+        return (probabilities > 0.5).long()
+    return probabilities.argmax(0, keepdim=True)
+
+
+def restore_probabilities(probabilities: Tensor, properties: CaseProperties) -> Tensor:
+    """Probabilities on a preprocessed grid put back on the original one (linear, which keeps them summing to 1).
+
+    Outside the crop box, softmax outputs are background with certainty and a sigmoid output is 0.
+    """
+    restored = restore_case(probabilities, properties, fill=0.0)
+    if restored.shape[0] > 1:
+        outside = torch.ones(restored.shape[1:], dtype=torch.bool, device=restored.device)
+        outside[bbox_slices(properties.bbox)] = False
+        restored[0][outside] = 1.0
+    return restored
+
+
+def write_probabilities(probabilities: Tensor, path: Path, geometry: Geometry, case_id: str) -> None:
+    """``.npz`` (nnU-Net's key ``probabilities``, class-first) or ``.safetensors`` (with the geometry), atomically."""
+    if path.name.endswith(".safetensors"):
+        fast_save(probabilities.float(), path, geometry, case_id=case_id)
+        return
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez_compressed(handle, probabilities=probabilities.float().cpu().numpy())
+
+
+# ---- the predictor ------------------------------------------------------------------------------------------------
+class Predictor(WithNetwork):
+    """Predicts with an experiment folder's checkpoint; implement ``build_network`` or rely on a bundle.
+
+    ``checkpoint`` is ``"best"``, ``"latest"`` or a path. The network comes from ``bundle`` (argument, class
+    attribute, or the experiment's) unless a subclass implements :meth:`build_network`; ``example_shape``,
+    ``num_classes``, ``bundle_options`` and ``plan`` override what ``config.json`` records. ``tta`` mirrors over
+    every spatial axis. Sliding-window aggregation stays on the accelerator while the case fits in half its free
+    memory and moves to the CPU otherwise (``buffer_device`` forces one).
+    """
+
+    bundle: str | None = None
+
+    def __init__(self, experiment: str | os.PathLike[str], *, checkpoint: str | os.PathLike[str] = "best",
+                 device: str | torch.device = "cpu", bundle: str | None = None,
+                 example_shape: Sequence[int] | None = None, num_classes: int | None = None,
+                 bundle_options: Mapping[str, Any] | None = None, plan: PreprocessingPlan | None = None,
+                 patch_size: Sequence[int] | None = None, overlap: float = 0.5, batch_size: int | None = None,
+                 tta: bool = False, keep_largest: bool = False, buffer_device: str | torch.device | None = None,
+                 amp: bool | None = None) -> None:
+        super().__init__(device)
+        self.experiment = Path(experiment)
+        self.config = read_experiment_config(self.experiment)
+        options = self.config.get("options", {})
+        self.checkpoint_path = _checkpoint_path(self.experiment, checkpoint)
+        shape = example_shape if example_shape is not None else self.config.get("example_shape")
+        if not shape:
+            raise ValueError(f"{self.experiment / CONFIG} records no example_shape (input channels and patch); pass "
+                             "example_shape=(C, *patch)")
+        self.example_shape = tuple(int(n) for n in shape)
+        self.num_classes = int(num_classes if num_classes is not None else options.get("num_classes") or 0)
+        if self.num_classes < 1:
+            raise ValueError(f"{self.experiment / CONFIG} records no num_classes; pass num_classes=...")
+        self.bundle = bundle or self.bundle or options.get("bundle")
+        self.bundle_options = {**options.get("bundle_options", {}), **(bundle_options or {})}
+        if options.get("deep_supervision"):  # the checkpoint holds the extra heads: build them, run only the first
+            self.bundle_options.setdefault("deep_supervision", True)
+        self.plan = plan if plan is not None else _recorded_plan(self.config)
+        self.patch_size = tuple(int(n) for n in (patch_size if patch_size is not None else self.example_shape[1:]))
+        self.overlap = overlap
+        self.batch_size = batch_size or int(options.get("sliding_window_batch_size", 4))
+        self.tta = tta
+        self.keep_largest = keep_largest
+        self.buffer_device = None if buffer_device is None else torch.device(buffer_device)
+        self.amp = amp
+        self._model: nn.Module | None = None
+
+    # ---- network ----------------------------------------------------------------------------------------------
+    def build_network(self, example_shape: Sequence[int]) -> nn.Module:
+        """The experiment's network, built by its bundle; override for networks built without one."""
+        if self.bundle is None:
+            raise NotImplementedError(f"{self.experiment} was trained without a bundle: implement "
+                                      f"{type(self).__name__}.build_network(example_shape) or pass bundle=...")
+        from mipcandy.plugins import build_network
+
+        return build_network(self.bundle, example_shape, self.num_classes, self.bundle_options)
+
+    @property
+    def model(self) -> nn.Module:
+        """The network with the checkpoint's weights, on the device in eval mode (loaded on first use)."""
+        if self._model is None:
+            model = self.load_model(self.example_shape, checkpoint=self.checkpoint_path)
+            model.eval()
+            if isinstance(getattr(model, "deep_supervision", None), bool):
+                model.deep_supervision = False
+            self._model = model
+        return self._model
+
+    @property
+    def checkpoint_info(self) -> dict[str, Any]:
+        """The checkpoint's JSON sidecar (epoch, score, raw or EMA weights); empty when there is none."""
+        sidecar = self.checkpoint_path.with_suffix(".json")
+        return json.loads(sidecar.read_text(encoding="utf-8")) if sidecar.is_file() else {}
+
+    @property
+    def ndim(self) -> int:
+        return len(self.patch_size)
+
+    # ---- prediction -------------------------------------------------------------------------------------------
+    def predict_case(self, image: Tensor, geometry: Geometry | None = None, *, case_id: str = "case",
+                     properties: CaseProperties | None = None, probabilities: bool = False) -> Prediction:
+        """Predict one ``(C, *spatial)`` case; ``properties`` marks an already preprocessed image."""
+        self._check_case(image, case_id)
+        geometry = geometry if geometry is not None else Geometry.identity(self.ndim)
+        data = image.float()
+        if properties is None and self.plan is not None:
+            data, _, properties = preprocess_case(data.cpu(), None, geometry, self.plan, case_id=case_id)
+        buffer = self._buffer_device(tuple(data.shape[1:]), data.shape[0])
+        logits = sliding_window_inference(data.to(buffer), self.model, self.patch_size, overlap=self.overlap,
+                                          batch_size=self.batch_size, num_classes=self.num_classes,
+                                          mirror_axes=tuple(range(self.ndim)) if self.tta else None,
+                                          device=self.device, buffer_device=buffer, amp=self.amp)
+        scores = logits_to_probabilities(logits)
+        del logits
+        if properties is not None:
+            scores = restore_probabilities(scores, properties)
+            geometry = properties.geometry
+        labels = probabilities_to_labels(scores)
+        if self.keep_largest:
+            labels = keep_largest_component(labels)
+        return Prediction(case_id, labels.cpu(), scores.cpu() if probabilities else None, geometry)
+
+    def predict(self, x: Any, *, probabilities: bool = False) -> Iterator[Prediction]:
+        """Predict every case of ``x`` (see :func:`parse_predictant`), one at a time."""
+        for case in self.cases(x):
+            image, geometry = case.load()
+            yield self.predict_case(image, geometry, case_id=case.case_id, properties=case.properties,
+                                    probabilities=probabilities)
+
+    def cases(self, x: Any) -> list[PredictionCase]:
+        """The cases of ``x``, checked against the network's input channels."""
+        return parse_predictant(x, ndim=self.ndim, num_channels=self.example_shape[0])
+
+    def predict_to_files(self, x: Any, folder: str | os.PathLike[str], *, save_probabilities: bool = False,
+                         probabilities_format: ProbabilityFormat = "npz", file_ending: str | None = None,
+                         console: Console | None = None, progress: bool = True) -> list[Path]:
+        """Write ``CASE<ending>`` label maps (and ``CASE.npz``/``.safetensors`` probabilities) into ``folder``.
+
+        The ending is ``file_ending``, else the input file's, else ``.nii.gz`` (3D) or ``.png`` (2D).
+        """
+        if probabilities_format not in ("npz", "safetensors"):
+            raise ValueError(f"probabilities_format must be 'npz' or 'safetensors', got {probabilities_format!r}")
+        cases = self.cases(x)
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        written: list[Path] = []
+        for case in _track(cases, console, progress):
+            image, geometry = case.load()
+            result = self.predict_case(image, geometry, case_id=case.case_id, properties=case.properties,
+                                       probabilities=save_probabilities)
+            path = folder / f"{case.case_id}{file_ending or case.file_ending or self._default_ending()}"
+            save_image(result.labels, path, result.geometry)
+            written.append(path)
+            if result.probabilities is not None:
+                write_probabilities(result.probabilities, folder / f"{case.case_id}.{probabilities_format}",
+                                   result.geometry, case.case_id)
+        return written
+
+    # ---- helpers ----------------------------------------------------------------------------------------------
+    def _check_case(self, image: Tensor, case_id: str) -> None:
+        if not isinstance(image, Tensor) or image.ndim != self.ndim + 1:
+            shape = tuple(image.shape) if isinstance(image, Tensor) else type(image).__name__
+            raise ValueError(f"case {case_id!r}: expected a (C, *spatial) image with {self.ndim} spatial axes "
+                             f"(the network is {self.ndim}D), got {shape}")
+        if image.shape[0] != self.example_shape[0]:
+            raise ValueError(f"case {case_id!r} has {image.shape[0]} input channel(s) but the network of "
+                             f"{self.experiment} takes {self.example_shape[0]}; give one file per channel "
+                             f"({case_id}_0000, {case_id}_0001, ...)")
+
+    def _buffer_device(self, spatial: tuple[int, ...], channels: int) -> torch.device:
+        if self.buffer_device is not None:
+            return self.buffer_device
+        if self.device.type != "cuda":
+            return torch.device("cpu")
+        # Image, logits, weights and probabilities of the whole case, float32.
+        needed = 4 * math.prod(spatial) * (channels + 2 * self.num_classes + 1)
+        free, _ = torch.cuda.mem_get_info(self.device)
+        return self.device if needed <= _BUFFER_SHARE * free else torch.device("cpu")
+
+    def _default_ending(self) -> str:
+        return ".nii.gz" if self.ndim == 3 else ".png"
+
+
+def read_experiment_config(folder: Path) -> dict[str, Any]:
+    """``config.json`` of an experiment folder; clear errors when the folder or the file is missing or broken."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"experiment folder {folder} does not exist")
+    path = folder / CONFIG
+    if not path.is_file():
+        raise FileNotFoundError(f"{folder} is not an experiment folder ({CONFIG} is missing); pass the folder a "
+                                "training run created (it holds config.json and checkpoint_*.safetensors)")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON ({error})") from error
+    if not isinstance(config, dict):
+        raise ValueError(f"{path} must hold a JSON object")
+    return config
+
+
+def _checkpoint_path(folder: Path, checkpoint: str | os.PathLike[str]) -> Path:
+    if isinstance(checkpoint, str) and checkpoint in CHECKPOINTS:
+        path = folder / CHECKPOINTS[checkpoint]
+        if not path.is_file():
+            hint = " (no validation has improved the score yet?); use the latest checkpoint" if checkpoint == "best" \
+                else "; the run saved no weights yet"
+            raise FileNotFoundError(f"{folder} has no {path.name}{hint}")
+        return path
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist; use 'best', 'latest' or a .safetensors file")
+    return path
+
+
+def _recorded_plan(config: Mapping[str, Any]) -> PreprocessingPlan | None:
+    recorded = config.get(PLAN_KEY)
+    return None if recorded is None else PreprocessingPlan.from_dict(recorded)
+
+
+def _track(cases: Iterable[PredictionCase], console: Console | None, progress: bool) -> Iterator[PredictionCase]:
+    """A rich progress bar over the cases, naming the current one."""
+    cases = list(cases)
+    bar = Progress(TextColumn("Predicting"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[case]}"),
+                   console=console, disable=not progress, transient=True)
+    with bar:
+        task = bar.add_task("predict", total=len(cases), case="")
+        for case in cases:
+            bar.update(task, case=case.case_id)
+            yield case
+            bar.advance(task)
