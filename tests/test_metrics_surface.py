@@ -96,7 +96,7 @@ def test_nsd_is_exact_at_tolerance_ties() -> None:
     labels = torch.stack([ellipsoids((16, 28, 28), seed) for seed in (3, 4)])[:, None]
     outputs = torch.stack([perturb(case[0], "shifted") for case in labels])[:, None]
     spacing = (3.0, 0.8, 0.8)
-    for tolerance in (0.8, 1.6, 3.0, math.hypot(3.0, 0.8), math.hypot(3.0, 1.6, 0.8)):
+    for tolerance in (0.0, 0.8, 1.6, 3.0, math.hypot(3.0, 0.8), math.hypot(3.0, 1.6, 0.8)):
         expected = monai_surface(outputs, labels, spacing, tolerance)["nsd"]
         ours = nsd(outputs, labels, tolerance=tolerance, spacing=spacing, reduction="none")
         torch.testing.assert_close(ours, expected, atol=1e-6, rtol=0, msg=f"tolerance {tolerance}")
@@ -237,6 +237,17 @@ def test_spacing_read_from_files_through_simpleitk(tmp_path: Path) -> None:
     expected = monai_surface(outputs[None, None], labels[None, None], (3.5, 0.9, 0.7), 2.0)
     for name in ("hd95", "assd", "nsd"):
         torch.testing.assert_close(ours[name], expected[name][0], atol=1e-4, rtol=0, msg=name)
+
+
+def test_torch_thread_setting_is_restored_even_on_errors() -> None:
+    threads = torch.get_num_threads()
+    mask = torch.zeros(8, 8, 8)
+    mask[2:5, 2:5, 2:5] = 1
+    surface_metrics(mask, mask.roll(1, 0), tolerance=1.0, spacing=(2.0, 1.0, 1.0))
+    assert torch.get_num_threads() == threads
+    with pytest.raises(ValueError, match="threshold probabilities"):
+        hd95(mask * 0.5, mask, spacing=(2.0, 1.0, 1.0))
+    assert torch.get_num_threads() == threads
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

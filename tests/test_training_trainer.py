@@ -263,3 +263,15 @@ def test_bundle_hooks_build_train_and_preview(data, tmp_path: Path) -> None:
     worst = json.loads((summary.folder / "config.json").read_text(encoding="utf-8"))
     assert worst["options"]["bundle"] == "toy"
     assert list((summary.folder / "preview").glob("toy_case*.txt"))
+
+
+@pytest.mark.parametrize("val_every, with_val", [(2, True), (1, False)])
+def test_epochs_without_validation_train_on(data, tmp_path: Path, val_every: int, with_val: bool) -> None:
+    train, val = data
+    summary = Tiny(tmp_path, train, val if with_val else None, console=quiet()).train(
+        3, seed=4, validate_every=val_every, preview=False, prediction_warmup=1)
+    state = load_state(summary.folder / "training_state.safetensors")
+    assert state["history"]["epoch"] == [1, 2, 3]
+    scores = state["history"].get("val score", [math.nan] * 3)
+    # validation every 2nd epoch, and always after the last one
+    assert [math.isfinite(s) for s in scores] == ([False, True, True] if with_val else [False] * 3)

@@ -33,6 +33,18 @@ def _positive(text: str) -> int:
     return value
 
 
+def _bundle_option(text: str) -> tuple[str, Any]:
+    import json
+
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value  # a plain word, e.g. variant=3d
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the command's arguments."""
     parser.add_argument("--bundle", default="unet", help="the bundle building the network (default: unet)")
@@ -49,6 +61,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: drawn and recorded)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1... (default: auto)")
     parser.add_argument("--workers", type=int, default=0, help="data loading worker processes (default: 0)")
+    parser.add_argument("--bundle-option", action="append", default=[], type=_bundle_option, metavar="KEY=JSON",
+                        help="an option for the bundle's build_network, e.g. hidden_chs=[16,32,64] (repeatable)")
     parser.add_argument("--no-augmentation", action="store_true", help="train without nnU-Net's default "
                                                                      "augmentation")
     parser.add_argument("--resume", metavar="FOLDER", help="continue the experiment in FOLDER")
@@ -109,7 +123,8 @@ def train_from_args(args: argparse.Namespace) -> list[Any]:
         return trainer
 
     options = {"bundle": args.bundle, "iterations_per_epoch": args.iterations, "ema": args.ema, "amp": args.amp,
-               "deep_supervision": args.deep_supervision, "seed": args.seed, "num_workers": args.workers}
+               "deep_supervision": args.deep_supervision, "seed": args.seed, "num_workers": args.workers,
+               "bundle_options": dict(args.bundle_option)}
     if args.resume:
         trainer = make_trainer(_resumed_fold(Path(args.resume))).recover_from(args.resume)
         return [trainer.continue_training(args.epochs)]

@@ -24,6 +24,10 @@ Empty cases, and where they differ from MONAI:
 
 ``include_background`` applies to label maps only (id 0), defaulting to ``False`` as MONAI's surface
 metrics do; mask channels are all scored as given.
+
+Cost: per (case, class), two distance transforms over the bounding box of both masks (plus a pass over the
+full volume to find it); :func:`surface_metrics` shares them between all three metrics. SimpleITK runs on
+``torch.get_num_threads()`` threads while torch itself runs single-threaded during the call.
 """
 from __future__ import annotations
 

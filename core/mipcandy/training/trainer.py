@@ -469,11 +469,14 @@ class Trainer(WithPaddingModule, WithNetwork):
         return improved
 
     def _forecast(self, epoch: int, row: dict[str, Any]) -> ScorePrediction | None:
-        scores = [*self.history.get("val score", []), row.get("val score", math.nan)]
-        epochs = [e for e, s in zip(range(1, epoch + 1), scores, strict=True) if math.isfinite(s)]
-        values = [s for s in scores if math.isfinite(s)]
-        if "val score" not in row or len(values) < max(self._options().prediction_warmup, 1):
+        if "val score" not in row:
             return None
+        past = self.history.get("epoch", [])
+        scores = [*self.history.get("val score", [math.nan] * len(past)), row["val score"]]
+        pairs = [(e, s) for e, s in zip([*past, epoch], scores, strict=True) if math.isfinite(s)]
+        if len(pairs) < max(self._options().prediction_warmup, 1):
+            return None
+        epochs, values = [e for e, _ in pairs], [s for _, s in pairs]
         try:
             prediction = predict_score(values, epochs=epochs, bounds=self.score_bounds(),
                                        warmup=self._options().prediction_warmup)
