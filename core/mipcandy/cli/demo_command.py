@@ -30,7 +30,7 @@ def _positive(text: str) -> int:
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the command's options."""
     parser.add_argument("--ndim", type=int, choices=(2, 3), default=3, help="2D or 3D data (default: 3)")
-    parser.add_argument("--epochs", type=_positive, default=10, help="training epochs (default: 10)")
+    parser.add_argument("--epochs", type=_positive, default=20, help="training epochs (default: 20)")
     parser.add_argument("--iterations", type=_positive, default=10, help="iterations per epoch (default: 10)")
     parser.add_argument("--output", default="candy-demo", metavar="DIR",
                         help="folder for the dataset, experiment, predictions and report (default: ./candy-demo)")
