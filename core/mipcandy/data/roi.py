@@ -80,6 +80,9 @@ class EpochSampler(Sampler[int]):
 class RandomROIDataset(Dataset):
     """Random patch batches ``(images (B, C, *patch), labels (B, 1, *patch))`` with foreground oversampling.
 
+    Labels keep the dataset's integer dtype (``uint8`` from a preprocessing cache): a batch crossing from a
+    DataLoader worker then weighs far less than with ``int64``. Widen it on the device (the trainer does).
+
     ``source`` is :class:`InspectionAnnotations` attached to the dataset they describe (the locations must be in
     its voxel coordinates: inspect the preprocessed dataset you train on), or such a dataset, which is then
     inspected. ``patch_shape`` defaults to the annotations' planned patch shape
@@ -161,10 +164,10 @@ class RandomROIDataset(Dataset):
         for slot, case in enumerate(self._cases_of(index)):
             region, target = self._region(self.annotations.cases[case], rng, self.forced(slot))
             image, label = self._read(self._dataset_index[case], region)
-            if images is None:  # one buffer per batch; each patch is copied into it once, widening the label there
+            if images is None:  # one buffer per batch; each patch is copied into it once
                 images = torch.empty((self.batch_size, image.shape[0], *self.patch_shape), dtype=torch.float32,
                                      device=image.device)
-                labels = torch.empty((self.batch_size, 1, *self.patch_shape), dtype=torch.int64, device=image.device)
+                labels = torch.empty((self.batch_size, 1, *self.patch_shape), dtype=label.dtype, device=image.device)
             if image.shape[1:] != self.patch_shape:  # the patch reaches beyond the image: pad with 0
                 images[slot].zero_()
                 labels[slot].zero_()

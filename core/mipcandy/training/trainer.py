@@ -311,7 +311,7 @@ class Trainer(WithPaddingModule, WithNetwork):
     def _to_device(self, batch: Any) -> Batch:
         images, labels = batch
         images = images.to(self.device, non_blocking=True)
-        labels = labels.to(self.device, non_blocking=True)
+        labels = labels.to(self.device, non_blocking=True).long()  # batches may carry compact uint8 labels
         padding = self.get_padding_module()
         return (images, labels) if padding is None else (padding(images), padding(labels))
 
