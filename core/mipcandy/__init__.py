@@ -5,10 +5,8 @@ so that ``candy plugins`` and ``candy --help`` start fast.
 """
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
-
 from mipcandy.hookspecs import hookimpl, hookspec
+from mipcandy.lazy import lazy_attributes
 
 __version__ = "0.1.0"
 
@@ -40,10 +38,4 @@ _LAZY: dict[str, str] = {
 __all__ = ["__version__", "hookimpl", "hookspec", *_LAZY]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'mipcandy' has no attribute {name!r}")
-    value = getattr(import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)

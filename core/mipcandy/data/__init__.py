@@ -5,8 +5,7 @@ every data module.
 """
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from mipcandy.lazy import lazy_attributes
 
 _LAZY: dict[str, str] = {
     # geometry, I/O, resampling (H1). The function ``resample`` is deliberately absent: importing the submodule
@@ -87,14 +86,4 @@ _LAZY: dict[str, str] = {
 __all__ = list(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'mipcandy.data' has no attribute {name!r}")
-    value = getattr(import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)

@@ -4,8 +4,7 @@ Names resolve lazily (PEP 562) so that importing the package does not import tor
 """
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from mipcandy.lazy import lazy_attributes
 
 _LAZY: dict[str, str] = {
     "Evaluator": "mipcandy.evaluation.evaluator",
@@ -24,10 +23,4 @@ _LAZY: dict[str, str] = {
 __all__ = list(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'mipcandy.evaluation' has no attribute {name!r}")
-    value = getattr(import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)

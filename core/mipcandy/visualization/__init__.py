@@ -6,8 +6,7 @@ importing this package does not import matplotlib.
 """
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from mipcandy.lazy import lazy_attributes
 
 _LAZY: dict[str, str] = {
     "ema_curve": "mipcandy.visualization.plots",
@@ -27,10 +26,4 @@ _LAZY: dict[str, str] = {
 __all__ = list(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'mipcandy.visualization' has no attribute {name!r}")
-    value = getattr(import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)

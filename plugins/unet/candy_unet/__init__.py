@@ -5,8 +5,7 @@ imports torch.
 """
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from mipcandy.lazy import lazy_attributes
 
 _LAZY = {
     "UNet": "candy_unet.unet",
@@ -18,7 +17,4 @@ _LAZY = {
 __all__ = list(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module 'candy_unet' has no attribute {name!r}")
-    return getattr(import_module(_LAZY[name]), name)
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)
