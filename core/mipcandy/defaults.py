@@ -6,7 +6,6 @@ torch is imported inside the functions: registering this module must stay cheap.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
 from mipcandy.hookspecs import hookimpl
@@ -35,10 +34,3 @@ def backward(images: Any, labels: Any, toolbox: Any) -> tuple[float, dict[str, f
     (scaler.scale(loss) if scaler is not None else loss).backward()
     return float(loss.detach()), {key: float(value) for key, value in metrics.items()}
 
-
-@hookimpl(trylast=True)
-def preview(image: Any, label: Any, prediction: Any, folder: Path, case_id: str) -> list[Path]:
-    """The core's preview: input, label, prediction and both overlays as PNGs (see mipcandy.visualization)."""
-    from mipcandy.visualization.preview import save_preview
-
-    return save_preview(image, label, prediction, folder, case_id)
