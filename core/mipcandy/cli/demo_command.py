@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+from mipcandy.cli.arguments import positive_int
+
 DATASET_NAME = "Dataset900_CandyDemo"
 SIZES = {  # (training cases, held-out cases, shape): small enough for a 2-core CPU
     2: (10, 4, (96, 96)),
@@ -20,18 +22,12 @@ HIDDEN_CHANNELS = "[8,16,32,64]"  # a narrow U-Net: a few seconds per epoch on a
 QUICK_SHAPES = {2: (48, 48), 3: (24, 32, 32)}
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
-    return value
-
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the command's options."""
     parser.add_argument("--ndim", type=int, choices=(2, 3), default=3, help="2D or 3D data (default: 3)")
-    parser.add_argument("--epochs", type=_positive, default=20, help="training epochs (default: 20)")
-    parser.add_argument("--iterations", type=_positive, default=10, help="iterations per epoch (default: 10)")
+    parser.add_argument("--epochs", type=positive_int, default=20, help="training epochs (default: 20)")
+    parser.add_argument("--iterations", type=positive_int, default=10, help="iterations per epoch (default: 10)")
     parser.add_argument("--output", default="candy-demo", metavar="DIR",
                         help="folder for the dataset, experiment, predictions and report (default: ./candy-demo)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, ... (default: auto)")

@@ -12,6 +12,8 @@ import json
 import sys
 from pathlib import Path
 
+from mipcandy.cli.arguments import count
+
 NAMES = ("dice", "iou", "hd95", "assd", "nsd")
 DEFAULT_METRICS = ("dice", "iou", "hd95", "assd")
 
@@ -31,11 +33,6 @@ def _millimetres(text: str) -> float:
     return value
 
 
-def _count(text: str) -> int:
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
-    return int(text)
-
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the command's arguments."""
@@ -51,7 +48,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--include-background", action="store_true", help="score class 0 as well")
     parser.add_argument("--json", metavar="FILE", help="write the summary (per case, per class, means) as JSON")
     parser.add_argument("--csv", metavar="FILE", help="write one row per (case, class) as CSV")
-    parser.add_argument("--worst", type=_count, default=5, metavar="N",
+    parser.add_argument("--worst", type=count, default=5, metavar="N",
                         help="worst cases listed in the JSON (default: 5)")
 
 

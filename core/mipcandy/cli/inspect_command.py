@@ -11,15 +11,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from mipcandy.cli.arguments import count
+
 DEFAULT_NAME = "inspection.json"
 
-
-def _count(text: str) -> int:
-    """A positive count that may be written like ``1e8``."""
-    value = float(text)
-    if not value.is_integer() or value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative whole number, got {text!r}")
-    return int(value)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -28,9 +23,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                                                                "labelsTr/)")
     parser.add_argument("--json", metavar="FILE", help=f"where to write the annotations (default: "
                                                        f"DATASET_DIR/{DEFAULT_NAME})")
-    parser.add_argument("--max-samples-per-class", type=_count, default=10_000, metavar="N",
+    parser.add_argument("--max-samples-per-class", type=count, default=10_000, metavar="N",
                         help="foreground locations kept per class and case (default: 10000)")
-    parser.add_argument("--intensity-samples", type=_count, default=100_000_000, metavar="N",
+    parser.add_argument("--intensity-samples", type=count, default=100_000_000, metavar="N",
                         help="foreground intensities sampled over the whole dataset (default: 1e8, as nnU-Net)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sampling (default: 0)")
 

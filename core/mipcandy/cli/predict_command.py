@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mipcandy.cli.arguments import positive_int
+
 if TYPE_CHECKING:
     from mipcandy.data.preprocessing_plan import PreprocessingPlan
 
@@ -21,12 +23,6 @@ def _overlap(text: str) -> float:
         raise argparse.ArgumentTypeError(f"overlap must lie in [0, 1), got {text!r}")
     return value
 
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
-    return value
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -45,7 +41,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plan", metavar="DIR", help="preprocessed dataset folder (or its manifest.json) whose plan "
                                                       "to apply, when config.json records none")
     parser.add_argument("--overlap", type=_overlap, default=0.5, help="sliding-window overlap (default: 0.5)")
-    parser.add_argument("--batch-size", type=_positive, default=None, help="windows per forward pass "
+    parser.add_argument("--batch-size", type=positive_int, default=None, help="windows per forward pass "
                                                                            "(default: as in training)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1... (default: auto)")
 

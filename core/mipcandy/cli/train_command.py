@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from mipcandy.cli.arguments import positive_int
+
 
 def _fold(text: str) -> int | str:
     if text == "all":
@@ -25,12 +27,6 @@ def _fold(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"a fold index is >= 0, got {value}")
     return value
 
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
-    return value
 
 
 def _bundle_option(text: str) -> tuple[str, Any]:
@@ -51,10 +47,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True, metavar="DIR", help="nnU-Net raw dataset folder")
     parser.add_argument("--fold", type=_fold, default=0, help="cross-validation fold 0..k-1, or 'all' to train "
                                                               "every fold in turn (default: 0)")
-    parser.add_argument("--folds", type=_positive, default=5, metavar="K", help="number of folds (default: 5)")
-    parser.add_argument("--epochs", type=_positive, default=1000, help="epochs (default: 1000, as nnU-Net)")
-    parser.add_argument("--iterations", type=_positive, default=250, help="iterations per epoch (default: 250)")
-    parser.add_argument("--batch-size", type=_positive, default=2, help="patches per batch (default: 2)")
+    parser.add_argument("--folds", type=positive_int, default=5, metavar="K", help="number of folds (default: 5)")
+    parser.add_argument("--epochs", type=positive_int, default=1000, help="epochs (default: 1000, as nnU-Net)")
+    parser.add_argument("--iterations", type=positive_int, default=250, help="iterations per epoch (default: 250)")
+    parser.add_argument("--batch-size", type=positive_int, default=2, help="patches per batch (default: 2)")
     parser.add_argument("--deep-supervision", action="store_true", help="supervise every decoder output")
     parser.add_argument("--ema", action="store_true", help="validate and checkpoint an EMA of the weights")
     parser.add_argument("--amp", action="store_true", help="mixed precision on CUDA")
