@@ -5,8 +5,8 @@ so that ``candy plugins`` and ``candy --help`` start fast.
 """
 from __future__ import annotations
 
-from mipcandy.hookspecs import hookimpl, hookspec
-from mipcandy.lazy import lazy_attributes
+from mipcandy._lazy import lazy_attributes
+from mipcandy.hookspecs import DeepSupervisedNetwork, hookimpl, hookspec
 
 __version__ = "0.1.0"
 
@@ -35,7 +35,7 @@ _LAZY: dict[str, str] = {
     "EvalResult": "mipcandy.evaluation.result",
 }
 
-__all__ = ["__version__", "hookimpl", "hookspec", *_LAZY]
+__all__ = ["__version__", "DeepSupervisedNetwork", "hookimpl", "hookspec", "lazy_attributes", *_LAZY]
 
 
 __getattr__, __dir__ = lazy_attributes(__name__, _LAZY)

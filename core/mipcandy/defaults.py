@@ -23,14 +23,22 @@ def build_optimizer(params: Iterable[Any], options: Mapping[str, Any]) -> Any:
 
 
 @hookimpl(trylast=True)
+def build_scheduler(optimizer: Any, num_epochs: int) -> Any:
+    """nnU-Net's schedule: poly decay (exponent 0.9) from the optimizer's lr to 0, once per epoch."""
+    from mipcandy.common.optim import PolyLRScheduler
+
+    return PolyLRScheduler(optimizer, optimizer.param_groups[0]["lr"], num_epochs)
+
+
+@hookimpl(trylast=True)
 def backward(images: Any, labels: Any, toolbox: Any) -> tuple[float, dict[str, float]]:
     """Forward through ``toolbox.model``, score with ``toolbox.criterion`` and back-propagate.
 
-    Uses ``toolbox.grad_scaler`` when the toolbox has one (mixed precision).
+    Scales the loss with ``toolbox.grad_scaler`` when there is one (float16 mixed precision).
     """
     outputs = toolbox.model(images)
     loss, metrics = toolbox.criterion(outputs, labels)
-    scaler = getattr(toolbox, "grad_scaler", None)
+    scaler = toolbox.grad_scaler
     (scaler.scale(loss) if scaler is not None else loss).backward()
     return float(loss.detach()), {key: float(value) for key, value in metrics.items()}
 

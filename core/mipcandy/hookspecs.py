@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict, runtime_checkable
 
 import pluggy
 
@@ -56,6 +56,22 @@ class BundleInfo(TypedDict, total=False):
     variants: list[str]
 
 
+@runtime_checkable
+class DeepSupervisedNetwork(Protocol):
+    """The one switch of a network with deep-supervision heads.
+
+    ``build_network`` always builds every head (so the trainer and the predictor build the same weights) and
+    returns the network with deep supervision **off**: ``forward`` gives one ``(B, num_classes, *spatial)``
+    tensor. ``set_deep_supervision(True)`` makes ``forward`` return a list of such tensors, full resolution
+    first, each at a lower resolution than the one before. The loss sizes its weights from the number of
+    outputs; the trainer switches deep supervision off for validation, and the predictor never switches it on.
+    """
+
+    def set_deep_supervision(self, enabled: bool) -> None:
+        """Return every head's output (``True``) or only the full-resolution one (``False``)."""
+        ...
+
+
 @hookspec(firstresult=True)
 def bundle_info() -> BundleInfo:
     """Describe the bundle for ``candy plugins`` and for option checking.
@@ -73,10 +89,14 @@ def build_network(example_shape: Sequence[int], num_classes: int, options: Mappi
         ``(C, H, W)`` for 2D or ``(C, D, H, W)`` for 3D.
     :param num_classes: number of output channels the network must produce (classes, background included
         for multi-class softmax; 1 for a binary sigmoid output).
-    :param options: free-form bundle options, e.g. ``{"variant": "S", "deep_supervision": True}``. A bundle
-        must reject options it does not understand with a clear ``ValueError``.
-    :return: an ``nn.Module`` mapping ``(B, *example_shape)`` to ``(B, num_classes, *spatial)``; with deep
-        supervision enabled, a list of such tensors, full resolution first.
+    :param options: the bundle's options, e.g. ``{"variant": "S"}`` (JSON values: they are recorded in the
+        experiment's ``config.json``). A bundle must reject options it does not understand with a clear
+        ``ValueError`` that lists the ones it accepts.
+    :return: an ``nn.Module`` mapping ``(B, *example_shape)`` to ``(B, num_classes, *spatial)``. The build must
+        be deterministic in its arguments (plan depth, strides or heads from ``example_shape`` here, never from
+        state elsewhere): the predictor rebuilds the trained network by calling it again with what the
+        experiment recorded. A network with deep-supervision heads implements :class:`DeepSupervisedNetwork`
+        and starts with deep supervision off.
     """
 
 
@@ -85,21 +105,40 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], options: Mapping[str, 
     """Build the optimizer for the network's parameters.
 
     :param params: the trainable parameters.
-    :param options: trainer options; the core default reads ``lr``, ``momentum``, ``weight_decay`` and
-        ``nesterov`` (nnU-Net's SGD: 1e-2, 0.99, 3e-5, True).
+    :param options: the run's optimizer options (``TrainingOptions.optimizer_options``, e.g. ``{"lr": 3e-4}``),
+        which override the bundle's own defaults; the core default reads ``lr``, ``momentum``,
+        ``weight_decay`` and ``nesterov`` (nnU-Net's SGD: 1e-2, 0.99, 3e-5, True).
     :return: a ``torch.optim.Optimizer``.
     """
 
 
 @hookspec(firstresult=True)
-def backward(images: torch.Tensor, labels: torch.Tensor, toolbox: Any) -> tuple[float, dict[str, float]]:
+def build_scheduler(optimizer: torch.optim.Optimizer, num_epochs: int, options: Mapping[str, Any]) -> Any:
+    """Build the learning-rate schedule, stepped once per epoch.
+
+    :param optimizer: the optimizer ``build_optimizer`` returned.
+    :param num_epochs: the planned number of epochs.
+    :param options: the run's optimizer options, as for ``build_optimizer``.
+    :return: an object with ``step()``, ``state_dict()`` and ``load_state_dict()`` (a torch LR scheduler). The
+        core default is nnU-Net's poly decay (exponent 0.9) from the optimizer's lr to 0 over ``num_epochs``; a
+        schedule that can be stretched when a resumed run is extended implements ``extend(num_epochs)``.
+    """
+
+
+@hookspec(firstresult=True)
+def backward(images: torch.Tensor, labels: torch.Tensor, toolbox: Any,
+             options: Mapping[str, Any]) -> tuple[float, dict[str, float]]:
     """Run one forward and backward pass (without the optimizer step).
 
     :param images: a batch ``(B, C, *spatial)`` already on the model's device.
-    :param labels: the matching labels ``(B, 1, *spatial)``.
-    :param toolbox: the trainer's toolbox; the core default uses ``toolbox.model`` and ``toolbox.criterion``
-        (which returns ``(loss, metrics)``) and, when present and not ``None``, ``toolbox.grad_scaler``.
-    :return: ``(loss value, {metric name: value})``. The implementation must call ``backward()``.
+    :param labels: the matching labels ``(B, 1, *spatial)``, int64.
+    :param toolbox: the trainer's :class:`~mipcandy.training.TrainerToolbox`; the core default uses
+        ``toolbox.model``, ``toolbox.criterion`` (which returns ``(loss, metrics)``) and ``toolbox.grad_scaler``
+        (``None`` unless float16 mixed precision runs).
+    :param options: the bundle's options, as ``build_network`` received them (a bundle may offer its paper's
+        objective as an option, e.g. ``{"loss": "dice"}``).
+    :return: ``(loss value, {metric name: value})``. The implementation must call ``backward()`` (through
+        ``toolbox.grad_scaler.scale(loss)`` when there is a scaler).
     """
 
 
@@ -156,7 +195,8 @@ def experiment_interrupted(experiment_id: str, error: str) -> None:
     """The run stopped early: ``error`` describes the exception (``KeyboardInterrupt`` included)."""
 
 
-PER_BUNDLE_HOOKS: tuple[str, ...] = ("bundle_info", "build_network", "build_optimizer", "backward", "trainer_class")
+PER_BUNDLE_HOOKS: tuple[str, ...] = ("bundle_info", "build_network", "build_optimizer", "build_scheduler", "backward",
+                                     "trainer_class")
 OPTIONAL_HOOKS: tuple[str, ...] = ("bundle_info", "trainer_class")  # per-bundle hooks that may answer None
 EVENT_HOOKS: tuple[str, ...] = ("experiment_created", "epoch_updated", "preview_saved", "experiment_completed",
                                 "experiment_interrupted")

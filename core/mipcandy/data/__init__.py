@@ -5,7 +5,7 @@ every data module.
 """
 from __future__ import annotations
 
-from mipcandy.lazy import lazy_attributes
+from mipcandy._lazy import lazy_attributes
 
 _LAZY: dict[str, str] = {
     # geometry, I/O, resampling (H1). The function ``resample`` is deliberately absent: importing the submodule

@@ -4,7 +4,7 @@ Names resolve lazily (PEP 562) so that importing the package does not import tor
 """
 from __future__ import annotations
 
-from mipcandy.lazy import lazy_attributes
+from mipcandy._lazy import lazy_attributes
 
 _LAZY: dict[str, str] = {
     "sliding_window_inference": "mipcandy.inference.sliding_window",

@@ -1,7 +1,7 @@
 """Ready-made trainers; names resolve lazily so that importing the package does not import torch."""
 from __future__ import annotations
 
-from mipcandy.lazy import lazy_attributes
+from mipcandy._lazy import lazy_attributes
 
 _LAZY: dict[str, str] = {"SegmentationTrainer": "mipcandy.presets.segmentation"}
 

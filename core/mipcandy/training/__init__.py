@@ -4,7 +4,7 @@ Names resolve lazily (PEP 562), so importing the package does not import torch.
 """
 from __future__ import annotations
 
-from mipcandy.lazy import lazy_attributes
+from mipcandy._lazy import lazy_attributes
 
 _LAZY: dict[str, str] = {
     "Trainer": "mipcandy.training.trainer",

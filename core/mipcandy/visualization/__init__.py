@@ -6,7 +6,7 @@ importing this package does not import matplotlib.
 """
 from __future__ import annotations
 
-from mipcandy.lazy import lazy_attributes
+from mipcandy._lazy import lazy_attributes
 
 _LAZY: dict[str, str] = {
     "ema_curve": "mipcandy.visualization.plots",

@@ -5,7 +5,7 @@ imports torch.
 """
 from __future__ import annotations
 
-from mipcandy.lazy import lazy_attributes
+from mipcandy import lazy_attributes
 
 _LAZY = {
     "UNet": "candy_unet.unet",

@@ -1,7 +1,8 @@
 """Lazy package attributes (PEP 562): a package maps names to modules, and a module loads on first use.
 
 This keeps ``import mipcandy`` (and ``candy plugins``) free of torch, and lets one data name load without
-pulling in every data module.
+pulling in every data module. Bundles use it through the public name ``mipcandy.lazy_attributes``, so that the
+package their entry point lives in stays light to import.
 """
 from __future__ import annotations
 
