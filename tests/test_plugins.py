@@ -7,6 +7,7 @@ from torch import nn
 
 from mipcandy import hookimpl
 from mipcandy.plugins import BundleError, BundleManager, get_plugin_manager
+from mipcandy.training.toolbox import TrainerToolbox
 
 GOOD = '''
 from mipcandy import hookimpl
@@ -68,15 +69,10 @@ def test_default_backward_runs_the_criterion_and_backpropagates() -> None:
     manager = BundleManager()
     manager.register(Bundle(1), "plain")
     model = nn.Conv2d(1, 2, 1)
-
-    class Toolbox:
-        pass
-
-    toolbox = Toolbox()
-    toolbox.model = model
-    toolbox.criterion = lambda out, lab: (nn.functional.cross_entropy(out, lab[:, 0]), {"ce": 0.5})
+    criterion = lambda out, lab: (nn.functional.cross_entropy(out, lab[:, 0]), {"ce": 0.5})  # noqa: E731
+    toolbox = TrainerToolbox(model, torch.optim.SGD(model.parameters()), None, criterion)
     images, labels = torch.randn(2, 1, 4, 4), torch.randint(0, 2, (2, 1, 4, 4))
-    loss, metrics = manager.call("plain", "backward", images=images, labels=labels, toolbox=toolbox)
+    loss, metrics = manager.call("plain", "backward", images=images, labels=labels, toolbox=toolbox, options={})
     expected = nn.functional.cross_entropy(model(images), labels[:, 0]).item()
     assert loss == pytest.approx(expected)
     assert metrics == {"ce": 0.5}
