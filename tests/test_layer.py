@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from mipcandy import ConvBlock2d, ConvBlock3d, LayerT, Pad2d, Pad3d, Placeholder, Restore2d, Restore3d
-from mipcandy.layer import WithNetwork, WithPaddingModule, auto_device, load_weights, save_weights
+from mipcandy import ConvBlock2d, ConvBlock3d, LayerT, Pad2d, Pad3d, PaddedNetwork, PadTo, Placeholder, unpad
+from mipcandy.layer import WithNetwork, auto_device, load_weights, save_weights
 
 
 def test_placeholders_resolve_from_assemble_keywords() -> None:
@@ -64,14 +64,55 @@ def test_conv_blocks_compose_layert_parts() -> None:
     assert isinstance(bare.norm, nn.Identity) and isinstance(bare.act, nn.Identity)
 
 
-@pytest.mark.parametrize("pad_cls, restore_cls, shape", [(Pad2d, Restore2d, (2, 3, 37, 64)),
-                                                         (Pad3d, Restore3d, (1, 1, 5, 17, 32))])
-def test_pad_to_divisibility_and_restore(pad_cls, restore_cls, shape) -> None:
+@pytest.mark.parametrize("pad_cls, shape", [(Pad2d, (2, 3, 37, 64)), (Pad3d, (1, 1, 5, 17, 32))])
+def test_pad_to_divisibility_and_unpad(pad_cls, shape) -> None:
     pad = pad_cls(16)
     x = torch.randn(shape)
     padded = pad(x)
     assert all(s % 16 == 0 and s - o < 16 for s, o in zip(padded.shape[2:], shape[2:], strict=True))
-    assert torch.equal(restore_cls(pad)(padded), x)
+    assert torch.equal(unpad(padded, pad.paddings(shape)), x)
+
+
+def test_pad_to_a_minimum_shape_keeps_larger_axes() -> None:
+    x = torch.randn(1, 2, 5, 40, 7)
+    pad = PadTo((8, 32, 8), value=-1.0)
+    padded = pad(x)
+    assert padded.shape == (1, 2, 8, 40, 8)
+    assert pad.paddings(x.shape) == ((1, 2), (0, 0), (0, 1)) and padded[0, 0, 0, 0, 0] == -1
+    assert torch.equal(unpad(padded, pad.paddings(x.shape)), x)
+    with pytest.raises(ValueError, match="min_shape"):
+        PadTo((8, 0))
+
+
+class _TwoScales(nn.Module):
+    """Full resolution and half resolution outputs; only divisible-by-2 inputs work."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3, padding=1)
+        self.deep_supervision = False
+
+    def set_deep_supervision(self, enabled: bool) -> None:
+        self.deep_supervision = enabled
+
+    def forward(self, x):
+        assert x.shape[-1] % 2 == 0 and x.shape[-2] % 2 == 0
+        out = self.conv(x)
+        return [out, nn.functional.avg_pool2d(out, 2)] if self.deep_supervision else out
+
+
+def test_padded_network_crops_every_output_back() -> None:
+    inner = _TwoScales()
+    net = PaddedNetwork(inner, Pad2d(4))
+    x = torch.randn(1, 1, 13, 10)
+    assert net(x).shape == (1, 2, 13, 10)
+    net.set_deep_supervision(True)
+    full, half = net(x)
+    assert full.shape == (1, 2, 13, 10) and half.shape == (1, 2, 7, 5)  # padded 16x12 -> 8x6, crop (1,1)/(1,0)
+    padded = nn.functional.pad(x, (1, 1, 1, 2))
+    assert torch.allclose(full, inner.conv(padded)[..., 1:-2, 1:-1])
+    with pytest.raises(TypeError, match="no deep-supervision heads"):
+        PaddedNetwork(nn.Conv2d(1, 1, 1), Pad2d(2)).set_deep_supervision(True)
 
 
 class TinyNetwork(WithNetwork):
@@ -107,22 +148,6 @@ def test_interrupted_save_keeps_the_previous_file(tmp_path, monkeypatch) -> None
     with pytest.raises(KeyboardInterrupt):
         save_weights(nn.Linear(2, 2), path)
     assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["weights.safetensors"]
-
-
-def test_padding_modules_are_built_once() -> None:
-    class Padded(WithPaddingModule):
-        built = 0
-
-        def build_padding_module(self):
-            Padded.built += 1
-            return Pad2d(8)
-
-        def build_restoring_module(self, padding_module):
-            return Restore2d(padding_module)
-
-    owner = Padded()
-    assert owner.get_padding_module() is owner.get_padding_module() and Padded.built == 1
-    assert owner.get_restoring_module().pad is owner.get_padding_module()
 
 
 def test_auto_device_without_gpu() -> None:

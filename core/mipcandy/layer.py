@@ -212,30 +212,3 @@ def load_weights(model: nn.Module, path: str | PathLike[str]) -> None:
     if result.missing_keys or result.unexpected_keys:
         raise RuntimeError(f"checkpoint {path} does not fit the network: missing {result.missing_keys[:10]}, "
                            f"unexpected {result.unexpected_keys[:10]}. {hint}")
-
-
-class WithPaddingModule:
-    """Lazily built padding / restoring modules (e.g. pad to the network's divisibility, then crop back)."""
-
-    _padding_module: nn.Module | None
-    _restoring_module: nn.Module | None
-
-    def build_padding_module(self) -> nn.Module | None:
-        """The module padding inputs before the network, or ``None`` for no padding."""
-        return None
-
-    def build_restoring_module(self, padding_module: nn.Module | None) -> nn.Module | None:
-        """The module undoing ``padding_module`` on outputs, or ``None``."""
-        return None
-
-    def get_padding_module(self) -> nn.Module | None:
-        """Built once, on first use."""
-        if not hasattr(self, "_padding_module"):
-            self._padding_module = self.build_padding_module()
-        return self._padding_module
-
-    def get_restoring_module(self) -> nn.Module | None:
-        """Built once, on first use, from the padding module."""
-        if not hasattr(self, "_restoring_module"):
-            self._restoring_module = self.build_restoring_module(self.get_padding_module())
-        return self._restoring_module

@@ -32,7 +32,7 @@ from mipcandy import defaults
 from mipcandy.common.optim import ExponentialMovingAverage, PolyLRScheduler
 from mipcandy.common.regressions import ScorePrediction, predict_score
 from mipcandy.data.roi import RandomROIDataset
-from mipcandy.layer import WithNetwork, WithPaddingModule, unwrap_compiled
+from mipcandy.layer import WithNetwork, unwrap_compiled
 from mipcandy.training.checkpoint import load_state
 from mipcandy.training.console import epoch_table, format_duration, sanity_table, validation_table
 from mipcandy.training.experiment import BEST, LATEST, STATE, ExperimentWriter, new_experiment_folder
@@ -70,7 +70,7 @@ class TrainingSummary:
     checkpoints: dict[str, str] = field(default_factory=dict)
 
 
-class Trainer(WithPaddingModule, WithNetwork):
+class Trainer(WithNetwork):
     """Base trainer: subclasses supply ``build_criterion`` and ``validate_case`` (see ``SegmentationTrainer``).
 
     ``train_data`` is a :class:`~mipcandy.data.roi.RandomROIDataset` (resumed exactly, any number of workers) or a
@@ -312,8 +312,7 @@ class Trainer(WithPaddingModule, WithNetwork):
         images, labels = batch
         images = images.to(self.device, non_blocking=True)
         labels = labels.to(self.device, non_blocking=True).long()  # batches may carry compact uint8 labels
-        padding = self.get_padding_module()
-        return (images, labels) if padding is None else (padding(images), padding(labels))
+        return images, labels
 
     def _run(self, folder: Path, num_epochs: int, options: TrainingOptions, state: dict[str, Any] | None, *,
              fresh: bool) -> TrainingSummary:
