@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from mipcandy.data.augment import spatial as spatial_module
-from mipcandy.data.augmentation import (
+from mipcandy.data.augment import (
     AugmentingCollate,
     Compose,
     Contrast,
