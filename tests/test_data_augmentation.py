@@ -10,7 +10,6 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from mipcandy.data.augment import spatial as spatial_module
 from mipcandy.data.augment import (
     AugmentingCollate,
     Compose,
@@ -26,6 +25,7 @@ from mipcandy.data.augment import (
     affine_grid,
     gaussian_blur,
 )
+from mipcandy.data.augment import spatial as spatial_module
 
 DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
 NO_INTENSITY = dict(p_noise=0, p_blur=0, p_brightness=0, p_contrast=0, p_low_resolution=0, p_gamma_inverted=0,
