@@ -1,4 +1,5 @@
-"""Poly learning-rate schedule (horizon, extension, resume) and the weight EMA against closed forms."""
+"""Poly and absolute linear learning-rate schedules (horizon, extension, resume, restarts) and the weight EMA
+against closed forms."""
 from __future__ import annotations
 
 import io
@@ -10,7 +11,7 @@ from safetensors.torch import save as save_safetensors
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from mipcandy.common.optim import ExponentialMovingAverage, PolyLRScheduler
+from mipcandy.common.optim import AbsoluteLinearLR, ExponentialMovingAverage, PolyLRScheduler
 
 LR = 1e-2
 
@@ -240,3 +241,48 @@ def test_ema_refuses_a_different_model_and_bad_decay():
         ema.update(other)
     with pytest.raises(ValueError, match="decay"):
         ExponentialMovingAverage(make_model(0), 1.5)
+
+
+def test_absolute_linear_follows_torch_linear_lr_then_rests_at_min_lr():
+    k, b, steps = -1e-3, 1e-2, 9  # the line reaches 1e-3 at step 9 and 0 at step 10
+    ours = AbsoluteLinearLR(make_optimizer(lr=0.5), k, b, min_lr=1e-6)
+    reference_optimizer = torch.optim.SGD([nn.Parameter(torch.ones(1))], lr=b)
+    reference = torch.optim.lr_scheduler.LinearLR(reference_optimizer, start_factor=1.0,
+                                                  end_factor=(k * steps + b) / b, total_iters=steps)
+    for step in range(steps + 1):
+        assert group_lrs(ours) == pytest.approx([reference.get_last_lr()[0]] * 2, rel=1e-9, abs=1e-12)
+        assert group_lrs(ours)[0] == pytest.approx(k * step + b)  # the optimizer's own lr plays no part
+        advance(ours, 1)
+        reference_optimizer.step()
+        reference.step()
+    advance(ours, 5)
+    assert group_lrs(ours) == [1e-6, 1e-6]
+
+
+def test_absolute_linear_warm_up_and_restart_saw_tooth():
+    warm = AbsoluteLinearLR(make_optimizer(), 1e-3, 0.0, min_lr=1e-4)
+    lrs = []
+    for _ in range(4):
+        lrs.append(group_lrs(warm)[0])
+        advance(warm, 1)
+    assert lrs == pytest.approx([1e-4, 1e-3, 2e-3, 3e-3])
+    k, b, min_lr = -0.3, 1.0, 0.05
+    period = next(t for t in range(1, 100) if k * t + b < min_lr)  # 4: 1.0, 0.7, 0.4, 0.1, then restart
+    saw = AbsoluteLinearLR(make_optimizer(), k, b, min_lr=min_lr, restart=True)
+    for step in range(3 * period + 2):
+        assert group_lrs(saw)[0] == pytest.approx(k * (step % period) + b)
+        advance(saw, 1)
+
+
+def test_absolute_linear_state_round_trip_and_errors():
+    scheduler = AbsoluteLinearLR(make_optimizer(), -1e-3, 1e-2, restart=True)
+    advance(scheduler, 7)
+    restored = AbsoluteLinearLR(make_optimizer(), 0.0, 1.0)
+    restored.load_state_dict(scheduler.state_dict())
+    advance(scheduler, 5)
+    advance(restored, 5)
+    assert group_lrs(restored) == group_lrs(scheduler)
+    with pytest.raises(ValueError, match="min_lr must be non-negative"):
+        AbsoluteLinearLR(make_optimizer(), -1e-3, 1e-2, min_lr=-1)
+    with pytest.raises(ValueError, match="restart=True needs a decaying line"):
+        AbsoluteLinearLR(make_optimizer(), 1e-3, 1e-2, restart=True)

@@ -11,6 +11,7 @@ from mipcandy.common.regressions import (
     IllConditionedFitError,
     ScorePrediction,
     predict_score,
+    quotient_bounds,
     quotient_derivative,
     quotient_regression,
 )
@@ -331,3 +332,30 @@ def test_eta_seconds() -> None:
         prediction.eta_seconds(30, -1.0)
     # the curve this prediction describes: 0.9 − 0.5 / (1 + 0.05·e)²
     np.testing.assert_allclose(prediction.score_at([0.0, 20.0]), [0.4, 0.9 - 0.5 / 4.0])
+
+
+def test_quotient_bounds_of_a_known_rational() -> None:
+    # x / (x + 1) lies in (0.5, 0.9) exactly for x in (1, 9): the first and last grid points inside are 1.01, 8.99
+    a, b = np.array([1.0, 0.0]), np.array([1.0, 1.0])
+    assert quotient_bounds(a, b, 0.5, 0.9) == pytest.approx((1.01, 8.99))
+    assert quotient_bounds(a, b, 0.5, 0.9, x_step=0.5) == pytest.approx((1.5, 8.5))
+    assert quotient_bounds(a, b, 0.5, 0.9, x_start=3, x_stop=5) == pytest.approx((3.0, 4.99))
+    assert quotient_bounds(a, b, 0.99, 1.5, x_stop=50) is None  # reaches 0.99 only at x = 99
+
+
+def test_quotient_bounds_of_a_fitted_curve_and_around_a_pole() -> None:
+    x = np.arange(1.0, 40.0)
+    a, b = quotient_regression(x, 0.8 * x / (x + 4.0), 1, 1)
+    first, last = quotient_bounds(a, b, 0.73, 0.8, x_stop=100)
+    assert first == pytest.approx(41.72) and last == pytest.approx(99.99)  # 0.8x/(x+4) > 0.73 iff x > 41.714...
+    # 1 / (x - 2) has a pole at 2, which never counts as inside; (0.5, 1e9) holds on (2, 4)
+    assert quotient_bounds([1.0], [1.0, -2.0], 0.5, 1e9, x_stop=10) == pytest.approx((2.01, 3.99))
+
+
+def test_quotient_bounds_rejects_a_bad_grid_or_band() -> None:
+    with pytest.raises(ValueError, match="x_step > 0"):
+        quotient_bounds([1.0], [1.0], 0, 1, x_step=0)
+    with pytest.raises(ValueError, match="x_start < x_stop"):
+        quotient_bounds([1.0], [1.0], 0, 1, x_start=5, x_stop=5)
+    with pytest.raises(ValueError, match="lower < upper"):
+        quotient_bounds([1.0], [1.0], 1, 1)

@@ -2,8 +2,9 @@
 
 Two layers:
 
-* :func:`quotient_regression` / :func:`quotient_derivative` are the general building blocks: the linearised least
-  squares fit of ``y ≈ P(x) / Q(x)`` and its derivative, with descending ``np.polyval`` coefficient arrays.
+* :func:`quotient_regression` / :func:`quotient_derivative` / :func:`quotient_bounds` are the general building
+  blocks: the linearised least squares fit of ``y ≈ P(x) / Q(x)``, its derivative, and where it stays within
+  bounds, with descending ``np.polyval`` coefficient arrays.
 * :func:`predict_score` forecasts where a "higher is better" validation score is heading. It does *not* fit a free
   ``m = n`` quotient: with few points and a flat tail that fit is ill-posed (its leading coefficients are noise) and
   its asymptote ``p_m / q_n`` can leave the metric's range. It fits instead the saturating rational family
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike
 
-__all__ = ["IllConditionedFitError", "ScorePrediction", "predict_score", "quotient_derivative",
+__all__ = ["IllConditionedFitError", "ScorePrediction", "predict_score", "quotient_bounds", "quotient_derivative",
            "quotient_regression"]
 
 # Pole orders p of the saturating family (see the module docstring).
@@ -121,6 +122,31 @@ def quotient_derivative(a: ArrayLike, b: ArrayLike) -> tuple[np.ndarray, np.ndar
         raise ValueError("quotient coefficients must not be empty")
     numerator = np.polysub(np.polymul(_or_zero(np.polyder(p)), q), np.polymul(p, _or_zero(np.polyder(q))))
     return _or_zero(np.trim_zeros(numerator, "f")), np.polymul(q, q)
+
+
+def quotient_bounds(a: ArrayLike, b: ArrayLike, lower: float, upper: float, *, x_start: float = 0,
+                    x_stop: float = 1e4, x_step: float = 0.01) -> tuple[float, float] | None:
+    """The first and the last x of the grid ``x_start, x_start + x_step, … < x_stop`` where
+    ``lower < P(x) / Q(x) < upper``, or ``None`` when no grid point is inside.
+
+    It tells from when (and until when) a fitted curve lies in a band, e.g. within 1 % of its asymptote. Poles
+    (``Q(x) = 0``) count as outside. Between the two x the curve may leave the band; use a finer grid or
+    :func:`quotient_derivative` to check that it is monotonic there.
+    """
+    p, q = _as_vector("a", a), _as_vector("b", b)
+    if not (p.size and q.size):
+        raise ValueError("quotient coefficients must not be empty")
+    if not (math.isfinite(x_start) and math.isfinite(x_stop) and x_step > 0 and x_stop > x_start):
+        raise ValueError(f"need finite x_start < x_stop and x_step > 0, got x_start={x_start}, x_stop={x_stop}, "
+                         f"x_step={x_step}")
+    if not lower < upper:
+        raise ValueError(f"need lower < upper, got lower={lower}, upper={upper}")
+    x = x_start + x_step * np.arange(math.ceil((x_stop - x_start) / x_step))
+    x = x[x < x_stop]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        y = np.polyval(p, x) / np.polyval(q, x)
+    inside = np.flatnonzero((y > lower) & (y < upper))
+    return (float(x[inside[0]]), float(x[inside[-1]])) if inside.size else None
 
 
 @dataclass(frozen=True)

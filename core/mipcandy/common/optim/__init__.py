@@ -1,5 +1,6 @@
-"""Training building blocks: segmentation losses, deep supervision, the poly schedule and a weight EMA."""
+"""Training building blocks: segmentation and focal losses, deep supervision, lr schedules and a weight EMA."""
 from mipcandy.common.optim.ema import ExponentialMovingAverage
+from mipcandy.common.optim.focal import FocalBCEWithLogits
 from mipcandy.common.optim.loss import (
     ComponentLoss,
     DeepSupervisionWrapper,
@@ -10,14 +11,16 @@ from mipcandy.common.optim.loss import (
     segmentation_loss,
     soft_dice,
 )
-from mipcandy.common.optim.lr_scheduler import PolyLRScheduler
+from mipcandy.common.optim.lr_scheduler import AbsoluteLinearLR, PolyLRScheduler
 
 __all__ = [
+    "AbsoluteLinearLR",
     "ComponentLoss",
     "DeepSupervisionWrapper",
     "DiceBCELossWithLogits",
     "DiceCELossWithLogits",
     "ExponentialMovingAverage",
+    "FocalBCEWithLogits",
     "PolyLRScheduler",
     "deep_supervision_weights",
     "downsample_targets",

@@ -1,4 +1,5 @@
-"""nnU-Net's polynomial learning-rate decay, safe past its horizon and extendable when a run is continued."""
+"""Learning-rate schedules: nnU-Net's polynomial decay (safe past its horizon, extendable when a run is continued)
+and an absolute linear schedule."""
 from __future__ import annotations
 
 from typing import Any
@@ -90,3 +91,48 @@ class PolyLRScheduler(LRScheduler):
             else:
                 group["lr"] = lr
         self._last_lr = [lr] * len(self.optimizer.param_groups)
+
+
+class AbsoluteLinearLR(LRScheduler):
+    """``lr = k * step + b``, never below ``min_lr``: a linear warm-up (k > 0) or decay (k < 0) in absolute terms.
+
+    The lr does not depend on the optimizer's initial lr, so a schedule reads the same whatever optimizer it
+    drives. With ``restart=True`` a decay starts again from ``b`` instead of resting at ``min_lr``: the lr is
+    ``k * (step mod period) + b``, where ``period`` is the first step at which the line falls below ``min_lr``
+    (a saw-tooth, for cyclic schedules). Every value is part of the state dict, so a resumed run continues the
+    same line.
+    """
+
+    def __init__(self, optimizer: Optimizer, k: float, b: float, *, min_lr: float = 1e-6,
+                 restart: bool = False) -> None:
+        if min_lr < 0:
+            raise ValueError(f"min_lr must be non-negative, got {min_lr}")
+        if restart and not (k < 0 and b >= min_lr):
+            raise ValueError(f"restart=True needs a decaying line that starts at or above min_lr (k < 0, b >= "
+                             f"min_lr), got k={k}, b={b}, min_lr={min_lr}; without a decay there is nothing to restart")
+        self.k, self.b, self.min_lr, self.restart = float(k), float(b), float(min_lr), restart
+        self.period = self._period() if restart else None
+        super().__init__(optimizer)
+
+    def _line(self, step: int) -> float:
+        return self.k * step + self.b
+
+    def _period(self) -> int:
+        """The first step whose line value is below ``min_lr`` (float-exact: checked on the same expression)."""
+        period = max(1, int((self.b - self.min_lr) / -self.k) + 1)
+        while self._line(period) >= self.min_lr:
+            period += 1
+        while period > 1 and self._line(period - 1) < self.min_lr:
+            period -= 1
+        return period
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate the schedule gives at ``step``."""
+        if self.period is not None:
+            step %= self.period
+        return max(self.min_lr, self._line(step))
+
+    def get_lr(self) -> list[float]:
+        return [self.lr_at(self.last_epoch)] * len(self.optimizer.param_groups)
+
+    _get_closed_form_lr = get_lr
