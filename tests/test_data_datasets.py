@@ -213,18 +213,18 @@ def test_undeclared_label_value(raw: Path) -> None:
         NNUNetDataset(raw)[3]
 
 
-def test_nan_intensities(tmp_path: Path) -> None:
-    # SimpleITK's NIfTI reader turns NaN/Inf into 0 (nifticlib), so non-finite values reach us only from formats
-    # that keep them, such as MetaImage.
+@pytest.mark.parametrize("ending", [".nii.gz", ".mha"])
+def test_nan_intensities(tmp_path: Path, ending: str) -> None:
+    # SimpleITK's NIfTI reader turns NaN/Inf into 0 (nifticlib); load_image reads NIfTI voxels itself to see them.
     image = torch.rand(1, *SHAPE)
     image[0, 0, 0, :3] = torch.tensor([torch.nan, torch.inf, -torch.inf])
     cases = {"good": (torch.rand(1, *SHAPE), torch.zeros(1, *SHAPE, dtype=torch.long), Geometry.identity(3)),
              "bad": (image, torch.zeros(1, *SHAPE, dtype=torch.long), Geometry.identity(3))}
     folder = export_nnunet(dataset_from_tensors(cases), tmp_path / "ds", name="nan", channel_names={0: "CT"},
-                           labels={"background": 0}, file_ending=".mha")
+                           labels={"background": 0}, file_ending=ending)
     dataset = NNUNetDataset(folder)
     dataset.image(dataset.index("good"))
-    with pytest.raises(DatasetError, match="case 'bad': imagesTr/bad_0000.mha holds NaN or Inf"):
+    with pytest.raises(DatasetError, match=f"case 'bad': .*bad_0000{ending} holds 1 NaN and 2 infinite voxel"):
         dataset.image(dataset.index("bad"))
 
 

@@ -15,6 +15,14 @@ from mipcandy.data.io import load_image
 _Header = tuple[tuple[int, ...], Geometry]
 
 
+def _load(case_id: str, path: Path, *, is_label: bool = False) -> tuple[Tensor, Geometry]:
+    """:func:`load_image`, its refusals (corrupt file, NaN intensities, ...) as a DatasetError naming the case."""
+    try:
+        return load_image(path, is_label=is_label)
+    except (OSError, ValueError) as err:
+        raise DatasetError(f"case {case_id!r}", [f"case {case_id!r}: {err}"]) from err
+
+
 def show_path(path: Path) -> str:
     """A file named by its folder and name, enough to find it inside a dataset."""
     return f"{path.parent.name}/{path.name}"
@@ -43,9 +51,10 @@ def geometry_mismatch(
 class FileReader:
     """Reads case ``c`` from ``images[c]`` (channel files, stacked in order) and ``labels[c]``.
 
-    Each read checks that channels share one grid, that intensities are finite, that the label lies on the image
-    grid and (with ``label_values``) holds only declared ids; failures raise :class:`DatasetError` naming the case
-    and file. ``label_values_origin`` says where the declared ids come from, for the error message.
+    Each read checks that channels share one grid, that the label lies on the image grid and (with
+    ``label_values``) holds only declared ids; failures, and files :func:`load_image` refuses (truncated, not an
+    image, NaN or infinite intensities), raise :class:`DatasetError` naming the case and file.
+    ``label_values_origin`` says where the declared ids come from, for the error message.
     """
 
     def __init__(
@@ -83,12 +92,12 @@ class FileReader:
             raise KeyError(f"Case {case_id!r} has no label file") from None
 
     def read_image(self, case_id: str) -> Tensor:
-        """Load and stack the channels, checking that they share one grid and hold finite values."""
+        """Load and stack the channels, checking that they share one grid (load_image checks the values)."""
         paths = self._images[case_id]
         channels, problems = [], []
         ref: _Header | None = None
         for path in paths:
-            data, geometry = load_image(path)
+            data, geometry = _load(case_id, path)
             header = (tuple(data.shape[1:]), geometry)
             if ref is None:
                 ref = header
@@ -99,11 +108,6 @@ class FileReader:
                         f"case {case_id!r}: {show_path(path)} is not on the grid of {show_path(paths[0])} "
                         f"({'; '.join(differences)}); resample the channels onto one grid"
                     )
-            if not torch.isfinite(data).all():
-                problems.append(
-                    f"case {case_id!r}: {show_path(path)} holds NaN or Inf intensities; replace them with finite "
-                    "values (e.g. the image minimum) before use"
-                )
             channels.append(data)
         if problems:
             raise DatasetError(f"case {case_id!r}", problems)
@@ -113,7 +117,7 @@ class FileReader:
 
     def _header(self, case_id: str) -> _Header:
         if case_id not in self._headers:
-            data, geometry = load_image(self._images[case_id][0])
+            data, geometry = _load(case_id, self._images[case_id][0])
             self._headers[case_id] = (tuple(data.shape[1:]), geometry)
         return self._headers[case_id]
 
@@ -124,7 +128,7 @@ class FileReader:
     def read_label(self, case_id: str) -> Tensor:
         """Load the label, checking its grid against the image's and its ids against the declared ones."""
         path = self.label_file(case_id)
-        label, geometry = load_image(path, is_label=True)
+        label, geometry = _load(case_id, path, is_label=True)
         problems = []
         if label.shape[0] != 1:
             problems.append(f"case {case_id!r}: {show_path(path)} has {label.shape[0]} channels; a label map has one")

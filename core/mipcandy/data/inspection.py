@@ -413,6 +413,11 @@ def inspect(
             record, samples = inspect_case(case_id, image, label, dataset.geometry(i).spacing,
                                            max_samples_per_class=max_samples_per_class, intensity_budget=budget,
                                            seed=seed)
+            if records and len(record.shape) != len(records[0].shape):
+                raise ValueError(f"case {case_id!r} is {len(record.shape)}D with shape {record.shape}, but case "
+                                 f"{records[0].case_id!r} is {len(records[0].shape)}D with shape {records[0].shape}; "
+                                 "every case of a dataset needs the same number of dimensions (keep 2D and 3D "
+                                 "cases in separate datasets)")
             pool = pool or IntensityPool(samples.shape[0])
             if samples.shape[0] != pool.num_channels:
                 raise ValueError(f"case {case_id!r} has {samples.shape[0]} channels, earlier cases "

@@ -8,6 +8,11 @@ What each format keeps (measured with SimpleITK 2.5): .mha/.mhd exactly; .nrrd t
 direction x spacing); .nii/.nii.gz to float32 (spacing, origin, quaternion); .png spacing only, .tif/.tiff
 in-plane spacing only, .bmp nothing. :func:`save_image` warns with :class:`GeometryDroppedWarning` when a
 natural-image format drops geometry it was given.
+
+Reads are checked: a file that is empty, not of its format, or shorter than its header declares raises
+:class:`~mipcandy.data.integrity.CorruptImageError` (NIfTI voxels are decoded by :mod:`mipcandy.data.nifti`,
+since SimpleITK zero-fills truncated NIfTI files and zeroes their NaN), and NaN or infinite voxels in any
+format raise ValueError; both name the file.
 """
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +36,17 @@ from torch import Tensor
 
 from mipcandy.atomic import atomic_path
 from mipcandy.data.geometry import Geometry
+from mipcandy.data.integrity import (
+    FIX,
+    CorruptImageError,
+    check_bmp,
+    check_tiff,
+    metaimage_shortfall,
+    raise_if_not_finite,
+    sitk_reason,
+    unread_dicom_files,
+)
+from mipcandy.data.nifti import read_nifti
 from mipcandy.data.resample import Mode, resample
 
 PathLike = str | os.PathLike[str]
@@ -79,9 +96,9 @@ def load_image(
     the rounding of the shape.
     """
     path = Path(path)
-    image = _read_dicom_series(path) if path.is_dir() else _read_file(path)
-    geometry = Geometry.from_sitk(image)
-    tensor = _to_tensor(image, path, is_label).to(device)
+    voxels = _read_dicom_series(path) if path.is_dir() else _read_file(path)
+    geometry = voxels.geometry
+    tensor = _to_tensor(voxels, path, is_label).to(device)
     if target_spacing is None:
         if interpolation is not None:
             raise ValueError(f"interpolation={interpolation!r} given without target_spacing while loading {path}")
@@ -95,7 +112,28 @@ def load_image(
     return resampled, geometry.resized(tensor.shape[1:], resampled.shape[1:])
 
 
-def _read_file(path: Path) -> sitk.Image:
+@dataclass(frozen=True)
+class _Voxels:
+    """Voxels in SimpleITK's array order ((z, y, x), components last when several) and their geometry.
+
+    ``image`` keeps the SimpleITK image alive while ``array`` views its buffer.
+    """
+
+    array: np.ndarray
+    ndim: int
+    components: int
+    geometry: Geometry
+    image: sitk.Image | None = None
+
+    @classmethod
+    def of(cls, image: sitk.Image) -> _Voxels:
+        """A view of a SimpleITK image's voxels."""
+        return cls(sitk.GetArrayViewFromImage(image), image.GetDimension(), image.GetNumberOfComponentsPerPixel(),
+                   Geometry.from_sitk(image), image)
+
+
+def _read_file(path: Path) -> _Voxels:
+    """Read a file, checking that it holds the data its header declares (see :mod:`mipcandy.data.integrity`)."""
     if not path.exists():
         raise FileNotFoundError(f"Image file not found: {path}. Check the path and the file ending.")
     suffix = image_suffix(path)
@@ -107,20 +145,32 @@ def _read_file(path: Path) -> sitk.Image:
                 f"Ambiguous NIfTI: {path} and {plain} share a base name, and SimpleITK reads the voxels of the .nii "
                 f"when asked for the .nii.gz. Delete or rename one of the two files."
             )
+    if suffix in (".nii", ".nii.gz"):
+        array, header = read_nifti(path)
+        if array is not None:
+            geometry = Geometry(tuple(reversed(header.GetSpacing())), header.GetOrigin(), header.GetDirection())
+            return _Voxels(array, header.GetDimension(), 1, geometry)
+    elif path.stat().st_size == 0:
+        raise CorruptImageError(f"{path} is empty (0 bytes); {FIX}")
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as err:
-        raise OSError(
-            f"Cannot read {path}: {_sitk_reason(err)}. The file is corrupt, truncated or not really a {suffix} "
-            f"file; re-export or re-download it."
+        shortfall = metaimage_shortfall(path) if suffix in (".mha", ".mhd") else None
+        reason = f"it is truncated: {shortfall}" if shortfall else sitk_reason(err)
+        raise CorruptImageError(
+            f"Cannot read {path}: {reason}. The file is corrupt, truncated or not really a {suffix} file; {FIX}."
         ) from err
-    if suffix == ".bmp" and image.GetNumberOfComponentsPerPixel() > 1 and _bmp_is_grayscale(path):
-        # ITK expands a palette BMP to RGB even when the palette is grey (how grey BMPs are stored).
-        image = sitk.VectorIndexSelectionCast(image, 0)
-    return image
+    if suffix == ".bmp":
+        check_bmp(path)
+        if image.GetNumberOfComponentsPerPixel() > 1 and _bmp_is_grayscale(path):
+            # ITK expands a palette BMP to RGB even when the palette is grey (how grey BMPs are stored).
+            image = sitk.VectorIndexSelectionCast(image, 0)
+    elif suffix in (".tif", ".tiff"):
+        check_tiff(path)
+    return _Voxels.of(image)
 
 
-def _read_dicom_series(folder: Path) -> sitk.Image:
+def _read_dicom_series(folder: Path) -> _Voxels:
     series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
     if not series:
         raise ValueError(
@@ -132,21 +182,23 @@ def _read_dicom_series(folder: Path) -> sitk.Image:
             f"Folder {folder} holds {len(series)} DICOM series ({', '.join(series)}); move each series into its "
             f"own folder and load that folder."
         )
+    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series[0])
+    unread = unread_dicom_files(folder, files)
+    if unread:
+        names = ", ".join(p.name for p in unread[:10]) + (f" and {len(unread) - 10} more" if len(unread) > 10 else "")
+        raise CorruptImageError(
+            f"DICOM series {series[0]} in {folder}: {len(unread)} DICOM file(s) could not be read as part of it "
+            f"({names}), so their slices would be missing; they are truncated or corrupt: {FIX}."
+        )
     reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series[0]))
+    reader.SetFileNames(files)
     try:
-        return reader.Execute()
+        return _Voxels.of(reader.Execute())
     except RuntimeError as err:
-        raise OSError(
-            f"Cannot read DICOM series {series[0]} in {folder}: {_sitk_reason(err)}. Check that no slice is "
+        raise CorruptImageError(
+            f"Cannot read DICOM series {series[0]} in {folder}: {sitk_reason(err)}. Check that no slice is "
             f"corrupt or missing."
         ) from err
-
-
-def _sitk_reason(err: RuntimeError) -> str:
-    """The last line of a SimpleITK error, which states the cause without the C++ source location."""
-    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
-    return lines[-1].removeprefix("sitk::ERROR: ") if lines else "unknown SimpleITK error"
 
 
 def _bmp_is_grayscale(path: Path) -> bool:
@@ -166,21 +218,20 @@ def _bmp_is_grayscale(path: Path) -> bool:
     return len(entries) > 0 and bool(np.all(entries[:, :3] == entries[:, :1]))
 
 
-def _to_tensor(image: sitk.Image, path: Path, is_label: bool) -> Tensor:
-    ndim = image.GetDimension()
-    if ndim not in (2, 3):
+def _to_tensor(voxels: _Voxels, path: Path, is_label: bool) -> Tensor:
+    if voxels.ndim not in (2, 3):
         raise ValueError(
-            f"{path} is a {ndim}D image; only 2D and 3D images are supported. Split it into one 3D file per "
+            f"{path} is a {voxels.ndim}D image; only 2D and 3D images are supported. Split it into one 3D file per "
             f"channel (nnU-Net's CASE_0000, CASE_0001, ... naming)."
         )
-    components = image.GetNumberOfComponentsPerPixel()
-    array = sitk.GetArrayViewFromImage(image)
-    if components == 1:
+    array = voxels.array
+    raise_if_not_finite(array, path)
+    if voxels.components == 1:
         array = array[None]
     elif is_label:
         raise ValueError(
-            f"Label {path} has {components} components per pixel (RGB?); a label map holds one class id per voxel. "
-            f"Convert it to a single-channel integer image."
+            f"Label {path} has {voxels.components} components per pixel (RGB?); a label map holds one class id per "
+            f"voxel. Convert it to a single-channel integer image."
         )
     else:
         array = np.moveaxis(array, -1, 0)
@@ -189,7 +240,7 @@ def _to_tensor(image: sitk.Image, path: Path, is_label: bool) -> Tensor:
             f"Label {path} holds non-integer values; a label map holds integer class ids. If it is an image, load "
             f"it with is_label=False; otherwise round it and save it with an integer pixel type."
         )
-    # np.array copies: the view dies with the SimpleITK image.
+    # np.array copies: a view dies with its SimpleITK image, and NIfTI voxels view the read-only file bytes.
     return torch.from_numpy(np.array(array, dtype=np.int64 if is_label else np.float32))
 
 
@@ -225,7 +276,7 @@ def save_image(tensor: Tensor, path: PathLike, geometry: Geometry | None = None)
                 if geometry is not None and suffix in NATURAL_SUFFIXES:
                     _warn_dropped_geometry(geometry, tmp, path)
     except RuntimeError as err:
-        raise OSError(f"Cannot write {path}: {_sitk_reason(err)}") from err
+        raise OSError(f"Cannot write {path}: {sitk_reason(err)}") from err
 
 
 def _to_numpy(tensor: Tensor, path: Path, suffix: str) -> np.ndarray:
