@@ -7,9 +7,10 @@ from typing import Any
 from mipcandy import hookimpl
 
 VARIANTS = {"2d": 2, "3d": 3}
-# The paper trains with AdamW at lr 1e-4 (Hatamizadeh et al., WACV 2022, section 4.2); weight decay 1e-5 is the
-# default of the authors' BTCV training script (research-contributions UNETR/BTCV/main.py, --reg_weight). The
-# paper gives no learning-rate schedule, so the core's poly decay stays.
+# The paper trains with AdamW at an initial learning rate of 1e-4 (Hatamizadeh et al., WACV 2022, implementation
+# details) and describes no schedule; weight decay 1e-5 is the default of the authors' BTCV script
+# (Project-MONAI/research-contributions UNETR/BTCV/main.py, --reg_weight). That script also defaults to a linear
+# warm-up + cosine schedule the paper does not state, so the core's poly decay stays.
 ADAMW_DEFAULTS: dict[str, Any] = {"lr": 1e-4, "weight_decay": 1e-5, "betas": (0.9, 0.999), "eps": 1e-8}
 
 
