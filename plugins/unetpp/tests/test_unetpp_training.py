@@ -37,7 +37,7 @@ def test_trainer_binding_trains_and_the_predictor_restores_the_geometry(data, tm
                             bundle_options=OPTIONS, preview=False)
     assert isinstance(trainer.toolbox.optimizer, torch.optim.SGD)  # UNet++ keeps the core's nnU-Net recipe
     if deep_supervision:  # three nested heads, all at the patch's full resolution
-        assert [tuple(s) for s in trainer.sanity.output_shapes] == [(3, 32, 32)] * 2
+        assert [tuple(s[1:]) for s in trainer.sanity.output_shapes] == [(3, 32, 32)] * 2
     rows = list(csv.DictReader((summary.folder / "metrics.csv").open(encoding="utf-8")))
     assert len(rows) == 1 and 0 <= float(rows[0]["val score"]) <= 1
     image, _ = synthetic_case(7, shape=(27, 45), spacing=(0.8, 1.2), num_classes=3)
