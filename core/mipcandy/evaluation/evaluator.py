@@ -11,12 +11,20 @@ and infinity).
 Classes are the explicit ``classes=`` (ids, or a name -> id mapping such as dataset.json's ``labels``), or
 else every label value found in any prediction or reference of the evaluated set; a class absent from a case
 is scored on empty masks. The background (id 0) is left out unless ``include_background=True``.
+
+The surface metrics (``hd95``, ``assd``, ``nsd``, also as partials) share one distance computation per (case,
+class) through :class:`~mipcandy.metrics.SharedSurfaceMetrics`, with the same values as separate calls.
+``workers`` scores several cases at once in threads (loading, torch and SimpleITK release the GIL), each with
+single-threaded torch and SimpleITK; results are identical to the serial path and in case order. Custom metric
+functions must then be thread-safe (the built-in ones are).
 """
 from __future__ import annotations
 
 import inspect
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -32,7 +40,7 @@ from mipcandy.data.files import geometry_mismatch
 from mipcandy.data.io import load_image
 from mipcandy.evaluation.pairing import pair_folders
 from mipcandy.evaluation.result import EvalResult
-from mipcandy.metrics import assd, dice_similarity_coefficient, hd95, iou, nsd
+from mipcandy.metrics import SharedSurfaceMetrics, assd, dice_similarity_coefficient, hd95, iou, nsd
 
 __all__ = ["EvalResult", "EvaluationError", "Evaluator", "Metric", "STANDARD_METRICS", "standard_metrics"]
 
@@ -41,6 +49,8 @@ MetricFn = Callable[..., Any]
 Spacing = tuple[float, ...]
 # Loads one case: (prediction, reference, reference spacing or None for voxel units).
 Loader = Callable[[], tuple[Tensor, Tensor, Spacing | None]]
+# A scored case: values per class id, and the reference grid (shape, spacing, device) for classes it lacks.
+Scored = tuple[dict[int, list[float]], tuple[tuple[int, ...], Spacing | None, torch.device]]
 
 _DISTANCES = (hd95, assd)
 _EXTRAS = ("spacing", "spatial_dims")
@@ -51,6 +61,23 @@ STANDARD_METRICS: dict[str, MetricFn] = {
     "assd": assd,
     "nsd": nsd,
 }
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity where the OS reports it)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
+
+
+@contextmanager
+def _torch_threads(count: int) -> Iterator[None]:
+    """Run torch on ``count`` threads inside the block, restoring the caller's setting."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 class EvaluationError(ValueError):
@@ -132,7 +159,8 @@ class Evaluator:
     """Scores segmentations with any metric functions, per case and per class (see the module docstring).
 
     ``geometry_tolerance`` bounds how far the prediction's spacing, origin and direction may differ from the
-    reference's when reading files (relative above 1, absolute below, as for dataset grids).
+    reference's when reading files (relative above 1, absolute below, as for dataset grids). ``workers`` is how
+    many cases are scored at once (threads), capped at the number of CPUs.
     """
 
     def __init__(
@@ -143,7 +171,10 @@ class Evaluator:
         geometry_tolerance: float = 1e-4,
         console: Console | None = None,
         progress: bool = True,
+        workers: int = 1,
     ) -> None:
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"workers must be a whole number >= 1 (cases scored at once), got {workers!r}")
         if not metrics:
             raise ValueError("give at least one metric, e.g. Evaluator(dice_similarity_coefficient)")
         self.metrics = [Metric.of(m) for m in metrics]
@@ -152,6 +183,9 @@ class Evaluator:
         if duplicates:
             raise ValueError(f"metric names must be unique; duplicated: {duplicates}; name them with (name, fn)")
         self._extras = [_extras(m.fn) for m in self.metrics]
+        self._shared = [i for i, m in enumerate(self.metrics) if SharedSurfaceMetrics.supports(m.fn)]
+        self._surfaces = SharedSurfaceMetrics([self.metrics[i].fn for i in self._shared])
+        self.workers = workers
         self.include_background = include_background
         self.class_names = self._resolve_classes(classes)
         self.geometry_tolerance = geometry_tolerance
@@ -172,10 +206,16 @@ class Evaluator:
 
     def _score_class(self, prediction: Tensor, reference: Tensor, spacing: Spacing | None, case_id: str,
                      class_id: int) -> list[float]:
-        """Every metric on the masks of one class."""
+        """Every metric on the masks of one class; the surface metrics from one distance computation."""
         dims = prediction.ndim
-        scores = []
-        for metric, extras in zip(self.metrics, self._extras, strict=True):
+        scores = [0.0] * len(self.metrics)
+        if self._shared:
+            shared = self._surfaces(prediction, reference, spacing=spacing, spatial_dims=dims)
+            for i, value in zip(self._shared, shared, strict=True):
+                scores[i] = value
+        for i, (metric, extras) in enumerate(zip(self.metrics, self._extras, strict=True)):
+            if i in self._shared:
+                continue
             kwargs: dict[str, Any] = {}
             if "spacing" in extras and spacing is not None:
                 kwargs["spacing"] = spacing
@@ -187,38 +227,52 @@ class Evaluator:
                     f"case {case_id!r}, class {class_id}: metric {metric.name!r} returned {value.numel()} values for "
                     "one pair of masks; a metric must return one number (use its mean reduction)"
                 )
-            scores.append(float(value))
+            scores[i] = float(value)
         return scores
+
+    def _score_case(self, case_id: str, load: Loader) -> Scored:
+        """Load one case and score each class present in it (or each given class)."""
+        prediction, reference, spacing = load()
+        prediction = _label_map(prediction, "prediction", case_id)[0]
+        reference = _label_map(reference, "reference", case_id)[0]
+        if prediction.shape != reference.shape:
+            raise EvaluationError(
+                f"case {case_id!r}: the prediction has shape {tuple(prediction.shape)} but the reference "
+                f"{tuple(reference.shape)}; predict on the reference's grid (resample back) before evaluating"
+            )
+        prediction = prediction.to(reference.device)
+        if self.class_names is not None:
+            ids = list(self.class_names)
+        else:
+            ids = [i for i in _present_ids(prediction, reference) if self.include_background or i != 0]
+        scores = {c: self._score_class(prediction == c, reference == c, spacing, case_id, c) for c in ids}
+        return scores, (tuple(reference.shape), spacing, reference.device)
+
+    def _score_all(self, cases: Sequence[tuple[str, Loader]]) -> Iterator[Scored]:
+        """Scored cases in case order: one at a time, or ``workers`` at once in threads."""
+        workers = min(self.workers, available_cpus(), len(cases))
+        if workers <= 1:
+            yield from (self._score_case(case_id, load) for case_id, load in cases)
+            return
+        # One torch thread per case (SimpleITK follows it in the surface metrics): cases are the parallel unit.
+        with _torch_threads(1):
+            pool = ThreadPoolExecutor(workers, thread_name_prefix="mipcandy-evaluate")
+            try:
+                yield from pool.map(lambda case: self._score_case(*case), cases)
+            finally:
+                pool.shutdown(cancel_futures=True)
 
     def _run(self, cases: Sequence[tuple[str, Loader]], files: Sequence[tuple[Path | None, Path | None]] | None = None
              ) -> EvalResult:
         """Load and score every case (one pass), then fill classes a case lacks with their empty-mask values."""
-        scored: list[dict[int, list[float]]] = []
-        grids: list[tuple[tuple[int, ...], Spacing | None, torch.device]] = []
-        found: set[int] = set()
+        scored: list[Scored] = []
         with Progress(console=self.console, transient=True, disable=not self.progress) as bar:
-            for case_id, load in bar.track(cases, description=f"Evaluating {len(cases)} cases"):
-                prediction, reference, spacing = load()
-                prediction = _label_map(prediction, "prediction", case_id)[0]
-                reference = _label_map(reference, "reference", case_id)[0]
-                if prediction.shape != reference.shape:
-                    raise EvaluationError(
-                        f"case {case_id!r}: the prediction has shape {tuple(prediction.shape)} but the reference "
-                        f"{tuple(reference.shape)}; predict on the reference's grid (resample back) before evaluating"
-                    )
-                prediction = prediction.to(reference.device)
-                if self.class_names is not None:
-                    ids = list(self.class_names)
-                else:
-                    ids = torch.unique(torch.cat([prediction.unique(), reference.unique()])).tolist()
-                    ids = [i for i in ids if self.include_background or i != 0]
-                    found.update(ids)
-                scored.append({c: self._score_class(prediction == c, reference == c, spacing, case_id, c) for c in ids})
-                grids.append((tuple(reference.shape), spacing, reference.device))
-        class_names = self.class_names if self.class_names is not None else {c: str(c) for c in sorted(found)}
+            scored.extend(bar.track(self._score_all(cases), total=len(cases),
+                                    description=f"Evaluating {len(cases)} cases"))
+        found = sorted({c for case_scores, _ in scored for c in case_scores})
+        class_names = self.class_names if self.class_names is not None else {c: str(c) for c in found}
         values = np.empty((len(cases), len(self.metrics), len(class_names)))
-        for i, ((case_id, _), case_scores, (shape, spacing, device)) in enumerate(zip(cases, scored, grids,
-                                                                                       strict=True)):
+        for i, ((case_id, _), (case_scores, (shape, spacing, device))) in enumerate(zip(cases, scored, strict=True)):
             for j, c in enumerate(class_names):
                 if c not in case_scores:
                     empty = torch.zeros(shape, dtype=torch.bool, device=device)
@@ -324,6 +378,16 @@ class Evaluator:
             return output[None] if isinstance(output, Tensor) and output.ndim == image.ndim - 1 else output
 
         return self._run([(c, partial(_dataset_case, dataset, i, run)) for i, c in enumerate(dataset.case_ids)])
+
+
+def _present_ids(*label_maps: Tensor) -> list[int]:
+    """The sorted label values present in any of the maps; counting is far cheaper than ``torch.unique``'s sort."""
+    low = min(int(m.min()) for m in label_maps)
+    high = max(int(m.max()) for m in label_maps)
+    if low < 0 or high >= 1 << 16:
+        return torch.unique(torch.cat([m.unique() for m in label_maps])).tolist()
+    counts = sum(torch.bincount(m.reshape(-1), minlength=high + 1) for m in label_maps)
+    return counts.nonzero()[:, 0].tolist()  # type: ignore[union-attr]
 
 
 def _as_labels(output: Any, case_id: str) -> Any:

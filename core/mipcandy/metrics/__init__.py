@@ -6,9 +6,10 @@ All take a prediction and a reference as label maps (integer ids) or 0/1 masks, 
 every difference from MONAI.
 """
 from mipcandy.metrics.overlap import binary_dice, dice_similarity_coefficient, iou, soft_dice
-from mipcandy.metrics.surface import assd, hd95, nsd, surface_metrics
+from mipcandy.metrics.surface import SharedSurfaceMetrics, assd, hd95, nsd, surface_metrics
 
 __all__ = [
+    "SharedSurfaceMetrics",
     "assd",
     "binary_dice",
     "dice_similarity_coefficient",

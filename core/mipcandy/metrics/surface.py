@@ -26,14 +26,19 @@ Empty cases, and where they differ from MONAI:
 metrics do; mask channels are all scored as given.
 
 Cost: per (case, class), two distance transforms over the bounding box of both masks (plus a pass over the
-full volume to find it); :func:`surface_metrics` shares them between all three metrics. SimpleITK runs on
+full volume to find it); :func:`surface_metrics` shares them between all three metrics, and
+:class:`SharedSurfaceMetrics` between any set of these functions with their options fixed by
+``functools.partial`` (as the :class:`~mipcandy.evaluation.Evaluator` takes them). SimpleITK runs on
 ``torch.get_num_threads()`` threads while torch itself runs single-threaded during the call.
 """
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Sequence
+from functools import partial
 from itertools import product
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -42,7 +47,7 @@ from mipcandy.metrics._distance import SurfaceDistances, surface_distances
 from mipcandy.metrics._layout import Spacing, parse_segmentations, resolve_spacing, single_threaded_torch
 from mipcandy.metrics._reduction import Reduction, check_reduction, reduce_values
 
-__all__ = ["assd", "hd95", "nsd", "surface_metrics"]
+__all__ = ["SharedSurfaceMetrics", "assd", "hd95", "nsd", "surface_metrics"]
 
 Measure = Callable[[SurfaceDistances, int], float]
 
@@ -249,3 +254,89 @@ def surface_metrics(
         reduction=reduction,
         spatial_dims=spatial_dims,
     )
+
+
+def _surface_call(fn: Callable[..., Any]) -> tuple[Callable[..., Tensor], dict[str, Any]] | None:
+    """The surface metric behind ``fn`` and its keyword options, or None if ``fn`` is no (partial of a) surface metric.
+
+    Options are bound to the metric's signature with its defaults filled in, so unknown or missing ones fail here
+    as the call itself would.
+    """
+    keywords: dict[str, Any] = {}
+    while isinstance(fn, partial):
+        if fn.args:
+            return None
+        keywords = {**fn.keywords, **keywords}  # an outer partial overrides an inner one
+        fn = fn.func
+    if fn not in (hd95, assd, nsd):
+        return None
+    bound = inspect.signature(fn).bind(None, None, **keywords)
+    bound.apply_defaults()
+    options = dict(bound.arguments)
+    check_reduction(options["reduction"])
+    return fn, options
+
+
+def _measure(fn: Callable[..., Tensor], options: dict[str, Any], columns: int) -> Measure:
+    """The measure ``fn(..., **options)`` computes per (case, class), for ``columns`` scored classes."""
+    if fn is hd95:
+        return _hausdorff(options["percentile"], options["if_empty"])
+    if fn is assd:
+        return _average(options["if_empty"])
+    return _surface_dice(options["tolerance"], options["if_empty"], columns)
+
+
+class SharedSurfaceMetrics:
+    """Several of :func:`hd95`, :func:`assd` and :func:`nsd` on the same inputs, from one distance computation.
+
+    Each metric is one of these functions or a ``functools.partial`` of one with keyword options (e.g.
+    ``partial(nsd, tolerance=2.0)``). Calling the set gives, in order, ``float(fn(outputs, labels,
+    spacing=spacing, spatial_dims=spatial_dims))`` for each metric, where a ``spacing`` or ``spatial_dims`` of
+    None leaves the metric's own option, as an omitted keyword would. Metrics share the boundaries and their
+    distances unless they differ in spacing, ``spatial_dims``, ``num_classes`` or ``include_background``.
+    """
+
+    def __init__(self, metrics: Sequence[Callable[..., Any]]) -> None:
+        calls = [_surface_call(fn) for fn in metrics]
+        unsupported = [fn for fn, call in zip(metrics, calls, strict=True) if call is None]
+        if unsupported:
+            raise TypeError(f"SharedSurfaceMetrics takes hd95, assd and nsd (or partials of them with keyword "
+                            f"options only), got {unsupported}")
+        self._calls = [call for call in calls if call is not None]
+
+    @staticmethod
+    def supports(fn: Callable[..., Any]) -> bool:
+        """Whether ``fn`` is hd95, assd or nsd, or a partial of one with keyword options only."""
+        return _surface_call(fn) is not None
+
+    def __len__(self) -> int:
+        return len(self._calls)
+
+    def __call__(self, outputs: Tensor, labels: Tensor, *, spacing: Spacing = None,
+                 spatial_dims: int | None = None) -> list[float]:
+        """Every metric's value (one number each: a reduction other than ``"none"``, or one scored pair)."""
+        groups: dict[str, list[int]] = {}
+        layouts: dict[str, dict[str, Any]] = {}
+        for i, (_, options) in enumerate(self._calls):
+            layout = {
+                "spacing": options["spacing"] if spacing is None else spacing,
+                "spatial_dims": options["spatial_dims"] if spatial_dims is None else spatial_dims,
+                "num_classes": options["num_classes"],
+                "include_background": options["include_background"],
+            }
+            groups.setdefault(repr(layout), []).append(i)
+            layouts[repr(layout)] = layout
+        values = [math.nan] * len(self._calls)
+        for key, members in groups.items():
+
+            def build(columns: int, members: list[int] = members) -> dict[str, Measure]:
+                return {str(i): _measure(*self._calls[i], columns) for i in members}
+
+            tables = _evaluate(outputs, labels, build, reduction="none", **layouts[key])
+            for i in members:
+                value = reduce_values(tables[str(i)], self._calls[i][1]["reduction"])
+                if value.numel() != 1:
+                    raise ValueError(f"a metric with reduction='none' scored {value.numel()} (case, class) pairs of "
+                                     f"shape {tuple(outputs.shape)}; SharedSurfaceMetrics returns one number each")
+                values[i] = float(value)
+        return values
