@@ -4,8 +4,11 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
+import re
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +17,8 @@ import SimpleITK as sitk
 import torch
 
 from mipcandy.cli import evaluate_command
+from mipcandy.evaluation import Evaluator
+from mipcandy.evaluation.result import EvalResult
 from mipcandy.metrics import dice_similarity_coefficient, hd95, nsd
 
 SPACING = (2.5, 0.8, 1.2)  # tensor axis order (z, y, x)
@@ -110,3 +115,87 @@ def test_command_module_does_not_import_torch() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, encoding="utf-8", timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
+
+
+# ---- undefined values and class names ------------------------------------------------------------------------------
+
+def per_case_hd95(prediction: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    p, r = (torch.from_numpy(a)[None] for a in (prediction, reference))
+    return hd95(p, r, spacing=SPACING, reduction="none").double().numpy()
+
+
+def test_an_empty_prediction_is_left_out_of_the_means_and_counted(folders, tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    pred, ref, cases = folders
+    missed = cases["liver_1"][0].copy()
+    missed[missed == 2] = 0  # the tumour is not predicted at all: HD95 to an empty mask is infinite
+    write_label(pred / "liver_1.nii.gz", missed)
+    cases["liver_1"] = (missed, cases["liver_1"][1])
+    assert candy_evaluate(str(pred), str(ref), "--metrics", "dice,hd95", "--json", str(tmp_path / "s.json"),
+                          "--csv", str(tmp_path / "m.csv")) == 0
+    out = capsys.readouterr().out
+    assert not re.search(r"\b(inf|nan)\b", out, re.IGNORECASE), out  # a person reads numbers and reasons
+    assert "hd95 undefined in 1 of 3 cases" in out and "left out of mean, std and median" in out
+    table = np.stack([per_case_hd95(*cases[name]) for name in sorted(cases)])  # (cases, classes) from the metric
+    assert np.isinf(table[1, 1]) and np.isfinite(np.delete(table, 1, axis=0)).all()
+    defined = table.mean(axis=1)[[0, 2]]
+    summary = json.loads((tmp_path / "s.json").read_text(encoding="utf-8"))
+    hd = summary["aggregate"]["hd95"]
+    assert hd["mean"] == pytest.approx(defined.mean()) and hd["std"] == pytest.approx(defined.std())
+    assert hd["median"] == pytest.approx(np.median(defined)) and hd["count"] == 2 and hd["undefined"] == 1
+    # "empty prediction" once the evaluator records which side is empty; "infinite" says the same without it
+    assert sum(hd["reasons"].values()) == 1 and set(hd["reasons"]) <= {"empty prediction", "infinite"}
+    assert summary["mean"]["2"]["hd95"] == pytest.approx(np.delete(table[:, 1], 1).mean())
+    assert summary["aggregate"]["dice"]["undefined"] == 0 and summary["policy"].startswith("Mean, std and median")
+    rows = {r["class_name"]: r for r in csv.DictReader((tmp_path / "m.csv").open(encoding="utf-8")) if not r["case"]}
+    assert float(rows["tumour: mean over defined cases"]["hd95"]) == pytest.approx(np.delete(table[:, 1], 1).mean())
+    assert rows["tumour: defined cases"]["hd95"] == "2" and rows["mean over classes: defined cases"]["dice"] == "3"
+
+
+def test_help_states_the_policy() -> None:
+    parser = argparse.ArgumentParser(prog="candy evaluate")
+    evaluate_command.configure(parser)
+    text = " ".join(parser.format_help().split())
+    assert "taken over the cases where it is defined (finite)" in text and "empty prediction" in text
+
+
+def test_reasons_name_the_empty_side() -> None:
+    reference = torch.zeros(1, 4, 6, 6, dtype=torch.int64)
+    reference[0, 1:3, 1:4, 1:4] = 1
+    prediction = torch.zeros_like(reference)
+    prediction[0, 1:3, 2:5, 2:5] = 2
+    nan_dice = ("dice", partial(dice_similarity_coefficient, if_empty=math.nan))
+    plain = Evaluator(nan_dice, hd95, classes=[1, 2, 3], progress=False).evaluate([prediction], [reference])
+    # Which side holds each class, from the masks themselves: class 1 only in the reference, 2 only in the
+    # prediction, 3 in neither.
+    presence = np.array([[[bool((prediction == c).any()), bool((reference == c).any())] for c in (1, 2, 3)]])
+    result = EvalResult(plain.case_ids, plain.metrics, plain.classes, np.stack([plain.table(m) for m in plain.metrics],
+                                                                               axis=1),
+                        lower_is_better=["hd95"], presence=presence)
+    assert result.undefined_reasons("hd95", 0, 1) == ["empty prediction"]
+    assert result.undefined_reasons("hd95", 0, 2) == ["empty reference"]
+    assert result.undefined_reasons("dice", 0, 3) == ["both empty"] and result.undefined_reasons("hd95", 0, 3) == []
+    assert result.aggregate("hd95").reasons == {"empty prediction": 1, "empty reference": 1}
+    summary = result.to_dict()
+    assert summary["metric_per_case"][0]["empty"] == {"1": "empty prediction", "2": "empty reference",
+                                                      "3": "both empty"}
+    assert summary["undefined"]["3"] == {"dice": {"both empty": 1}}
+    named = result.with_class_names({1: "liver"})
+    assert named.classes == {1: "liver", 2: "2", 3: "3"} and named.aggregate("hd95") == result.aggregate("hd95")
+
+
+def test_class_names_come_from_the_labels_folders_dataset(folders, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    pred, ref, _ = folders  # tmp_path/dataset.json sits beside ref/, as in nnU-Net's layout
+    assert candy_evaluate(str(pred), str(ref), "--json", str(tmp_path / "s.json")) == 0
+    assert "Class names from" in capsys.readouterr().out
+    assert json.loads((tmp_path / "s.json").read_text(encoding="utf-8"))["classes"] == {"1": "liver", "2": "tumour"}
+    # nnU-Net v1 / Decathlon layout: ids as keys
+    (ref / "dataset.json").write_text(json.dumps({"labels": {"0": "background", "1": "organ", "2": "lesion"}}),
+                                      encoding="utf-8")
+    assert candy_evaluate(str(pred), str(ref), "--json", str(tmp_path / "s.json")) == 0
+    assert json.loads((tmp_path / "s.json").read_text(encoding="utf-8"))["classes"] == {"1": "organ", "2": "lesion"}
+    (ref / "dataset.json").write_text("{not json", encoding="utf-8")
+    assert candy_evaluate(str(pred), str(ref), "--json", str(tmp_path / "s.json")) == 0
+    assert "not naming classes from" in capsys.readouterr().err
+    assert json.loads((tmp_path / "s.json").read_text(encoding="utf-8"))["classes"] == {"1": "1", "2": "2"}
