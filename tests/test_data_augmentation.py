@@ -24,6 +24,7 @@ from mipcandy.data.augment import (
     SpatialTransform,
     affine_grid,
     gaussian_blur,
+    rotation_matrices,
 )
 from mipcandy.data.augment import spatial as spatial_module
 
@@ -467,3 +468,57 @@ def test_collate_pickles_without_its_generator() -> None:
     collate([_SameCase()[0]] * 2)
     clone = pickle.loads(pickle.dumps(collate))
     assert clone._generator is None and isinstance(clone.augmentation, Mirror)
+
+
+# ---------------------------------------------------------------------------------------------------- 3D on the CPU
+
+
+def reference_resample(x: torch.Tensor, matrix: torch.Tensor, offset: torch.Tensor, out: tuple[int, ...],
+                       mode: str) -> torch.Tensor:
+    """F.grid_sample (float64) of (C, *in) at p = matrix @ o + offset (voxel units), via torch's own affine_grid."""
+    size_in = torch.tensor(x.shape[1:], dtype=torch.float64)
+    size_out = torch.tensor(out, dtype=torch.float64)
+    # u = (2p + 1) / n - 1 on both sides (align_corners=False), so p_in = matrix (n_out u_out / 2 + (n_out - 1) / 2)
+    linear = (2 / size_in)[:, None] * matrix * (size_out / 2)[None, :]
+    shift = (2 / size_in) * (matrix @ ((size_out - 1) / 2) + offset) + 1 / size_in - 1
+    theta = torch.cat([linear.flip(0, 1), shift.flip(0)[:, None]], dim=1)[None]
+    grid = F.affine_grid(theta, (1, x.shape[0], *out), align_corners=False)
+    return F.grid_sample(x[None].double(), grid, mode=mode, padding_mode="zeros", align_corners=False)[0]
+
+
+@pytest.mark.parametrize("size,out", [((9, 8, 7), (6, 5, 4)), ((5, 6, 7), (5, 6, 7)), ((1, 6, 7), (1, 6, 7)),
+                                      ((20, 3, 11), (13, 3, 9)), ((40, 36, 33), (40, 36, 33))])
+def test_cpu_affine_resampling_matches_grid_sample(size: tuple[int, ...], out: tuple[int, ...]) -> None:
+    from mipcandy.data.augment.mosaic import affine_resample
+
+    g = gen(40)
+    for _ in range(4):  # rotations up to 90 degrees per axis, zoom in and out, positions well outside the input
+        angles = (torch.rand(1, 3, generator=g, dtype=torch.float64) - 0.5) * math.pi
+        matrix = rotation_matrices(angles, 3, (0, 1, 2))[0] * (0.6 + torch.rand((), generator=g, dtype=torch.float64))
+        offset = (torch.rand(3, generator=g, dtype=torch.float64) - 0.5) * torch.tensor(size) + 1
+        image = torch.randn(2, *size, generator=g, dtype=torch.float64)
+        label = torch.randint(0, 5, (1, *size), generator=g)
+        expected_image = reference_resample(image, matrix, offset, out, "bilinear")
+        expected_label = reference_resample(label, matrix, offset, out, "nearest").long()
+        for dtype, tolerance in ((torch.float64, 1e-10), (torch.float32, 1e-4)):
+            targets = [torch.empty(2, *out, dtype=dtype), torch.empty(1, *out, dtype=torch.long)]
+            affine_resample([image.to(dtype), label], targets, ["linear", "nearest"], matrix, offset, dtype)
+            torch.testing.assert_close(targets[0].double(), expected_image, atol=tolerance * 4, rtol=0)
+            assert torch.equal(targets[1], expected_label)
+
+
+def test_cpu_spatial_transform_rotates_about_the_patch_centre() -> None:
+    """A fixed 30-degree rotation of every axis with scale 1.2 and a centre crop, against torch's own sampler."""
+    size, patch = (14, 13, 12), (9, 10, 7)
+    image = torch.randn(3, 2, *size, generator=gen(41), dtype=torch.float64)
+    label = blobs(3, size, seed=42)
+    transform = SpatialTransform(1.0, (30.0, 30.0), 1.0, (1.2, 1.2), patch_size=patch)
+    out_image, out_label = transform(image.clone(), label.clone(), gen())
+    matrix = rotation_matrices(torch.full((1, 3), math.radians(30.0), dtype=torch.float64), 3, (0, 1, 2))[0] * 1.2
+    centre = (torch.tensor(patch, dtype=torch.float64) - 1) / 2
+    start = torch.tensor([s // 2 - p // 2 for s, p in zip(size, patch, strict=True)], dtype=torch.float64)
+    offset = start + centre - matrix @ centre
+    for b in range(3):
+        torch.testing.assert_close(out_image[b], reference_resample(image[b], matrix, offset, patch, "bilinear"),
+                                   atol=1e-10, rtol=0)
+        assert torch.equal(out_label[b], reference_resample(label[b], matrix, offset, patch, "nearest").long())

@@ -20,6 +20,7 @@ from mipcandy.data.augment.base import (
     update_rows,
     write_rows,
 )
+from mipcandy.data.augment.mosaic import Mode, affine_resample
 from mipcandy.data.augment.sampling import bernoulli, uniform
 
 
@@ -149,11 +150,39 @@ class SpatialTransform:
             return image, label
         matrices = self._matrices(angles[rows] * rotate[rows, None], torch.where(scale[rows], factors[rows], 1.0),
                                   ndim, axes)
+        if image.device.type == "cpu" and ndim == 3:
+            self._resample_rows(source_image, source_label, image, label, rows, matrices, size, patch)
+            return image, label
         grid = affine_grid(self._theta(matrices, size, patch).to(image.device, self._work_dtype(image)), patch)
         write_rows(image, rows, self._resample_image(read_rows(source_image, rows), grid))
         if label is not None:
             write_rows(label, rows, self._resample_label(read_rows(source_label, rows), grid))
         return image, label
+
+    def _resample_rows(self, source_image: Tensor, source_label: Tensor | None, image: Tensor, label: Tensor | None,
+                       rows: Tensor, matrices: Tensor, size: tuple[int, ...], patch: tuple[int, ...]) -> None:
+        """3D on the CPU: each drawn sample through :func:`affine_resample` (torch's vectorised 2D kernel)."""
+        centre = (torch.tensor(patch, dtype=torch.float64) - 1) / 2
+        start = torch.tensor(_center_start(size, patch), dtype=torch.float64)
+        dtype = self._work_dtype(image)
+        for row, matrix in zip(rows.tolist(), matrices, strict=True):
+            sources, targets = [source_image[row]], [image[row]]
+            modes: list[Mode] = ["linear"]
+            onehot = None
+            if source_label is not None and label is not None:
+                if self.label_mode == "nearest":
+                    sources.append(source_label[row])
+                    targets.append(label[row])
+                    modes.append("nearest")
+                else:  # each class resampled linearly, then the argmax
+                    sources.append(self._onehot(source_label[row:row + 1], dtype)[0])
+                    onehot = torch.empty((sources[-1].shape[0], *patch), dtype=dtype)
+                    targets.append(onehot)
+                    modes.append("linear")
+            # output voxel o samples the input at start + centre + matrix (o - centre), the geometry of _theta
+            affine_resample(sources, targets, modes, matrix, start + centre - matrix @ centre, dtype)
+            if onehot is not None and label is not None:
+                label[row] = onehot.argmax(dim=0, keepdim=True)
 
     def _patch(self, size: tuple[int, ...]) -> tuple[int, ...]:
         if self.patch_size is None:
@@ -200,15 +229,18 @@ class SpatialTransform:
     def _resample_label(self, x: Tensor, grid: Tensor) -> Tensor:
         if self.label_mode == "nearest":
             return grid_sample(x.to(grid.dtype), grid, "nearest").to(x.dtype)
+        return grid_sample(self._onehot(x, grid.dtype), grid, "bilinear").argmax(dim=1, keepdim=True).to(x.dtype)
+
+    def _onehot(self, x: Tensor, dtype: torch.dtype) -> Tensor:
+        """(N, classes, *spatial) one-hot of (N, 1, *spatial) ids, checked against ``num_classes``."""
         if x.shape[1] != 1:
             raise ValueError(f"SpatialTransform: label_mode='onehot' needs one label channel, got {x.shape[1]}")
         num_classes = self.num_classes if self.num_classes is not None else int(x.max()) + 1
         if int(x.min()) < 0 or (self.num_classes is not None and int(x.max()) >= num_classes):
             raise ValueError(f"SpatialTransform: label_mode='onehot' needs ids in [0, {num_classes - 1}], got "
                              f"[{int(x.min())}, {int(x.max())}]; fix num_classes or remap the ids")
-        onehot = torch.zeros((x.shape[0], num_classes, *x.shape[2:]), dtype=grid.dtype, device=x.device)
-        onehot.scatter_(1, x.long(), 1.0)
-        return grid_sample(onehot, grid, "bilinear").argmax(dim=1, keepdim=True).to(x.dtype)
+        onehot = torch.zeros((x.shape[0], num_classes, *x.shape[2:]), dtype=dtype, device=x.device)
+        return onehot.scatter_(1, x.long(), 1.0)
 
 
 @dataclass(frozen=True)
