@@ -1,6 +1,5 @@
 """The named trainer and predictor of the CMUNeXt bundle."""
-from mipcandy import SegmentationTrainer
-from mipcandy.inference import Predictor
+from mipcandy import Predictor, SegmentationTrainer
 
 
 class CMUNeXtTrainer(SegmentationTrainer):

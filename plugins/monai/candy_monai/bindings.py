@@ -1,6 +1,5 @@
 """The named trainer and predictor of the MONAI bridge."""
-from mipcandy import SegmentationTrainer
-from mipcandy.inference import Predictor
+from mipcandy import Predictor, SegmentationTrainer
 
 
 class MONAITrainer(SegmentationTrainer):
