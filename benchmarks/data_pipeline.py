@@ -42,7 +42,7 @@ How the comparison is kept fair:
   first fills) are not timed, then exactly ``--batches`` batches are.
 
 Run: ``PYTHONPATH=core python benchmarks/data_pipeline.py`` (defaults: 8 cases of 160^3, 128^3 patches, batch 2,
-workers 0 and 2, 3 repeats); ``--quick`` for tiny sizes. Exit status 2 when MONAI or TorchIO is missing (install
+workers 0, 1 and 2, 3 repeats); ``--quick`` for tiny sizes. Exit status 2 when MONAI or TorchIO is missing (install
 the ``bench`` extra).
 """
 from __future__ import annotations
@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--batches", type=int, default=16, help="timed batches per run (warm-up excluded)")
     parser.add_argument("--warmup", type=int, default=3, help="batches before timing starts")
-    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="DataLoader worker counts")
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2], help="DataLoader worker counts")
     parser.add_argument("--repeats", type=int, default=3, help="runs per configuration (median reported)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads in the main process")
     parser.add_argument("--samples-per-volume", type=int, default=1, help="TorchIO Queue samples_per_volume")
