@@ -277,13 +277,15 @@ def test_parallel_workers_give_the_serial_results_in_case_order(tmp_path: Path,
     monkeypatch.setattr(evaluator_module, "available_cpus", lambda: 4)  # threads even on a one-CPU machine
     pred, ref, pairs = make_folders(tmp_path, n=6)
     threads = torch.get_num_threads()
-    serial = Evaluator(*all_metrics(), progress=False).evaluate_folders(pred, ref)
-    parallel = Evaluator(*all_metrics(), progress=False, workers=3).evaluate_folders(pred, ref)
+    serial = Evaluator(*all_metrics(), classes=[1, 2, 3], progress=False).evaluate_folders(pred, ref)
+    parallel = Evaluator(*all_metrics(), classes=[1, 2, 3], progress=False, workers=3).evaluate_folders(pred, ref)
     assert torch.get_num_threads() == threads
     assert parallel.case_ids == serial.case_ids and list(parallel.classes) == list(serial.classes)
     for metric in serial.metrics:
         np.testing.assert_array_equal(parallel.table(metric), serial.table(metric))
     assert [case.prediction_file for case in parallel] == [case.prediction_file for case in serial]
+    sides = [[result.empty_side(i, c) for i in range(6) for c in result.classes] for result in (serial, parallel)]
+    assert sides[0] == sides[1] and "both empty" in sides[0]  # class 3 is in no file
     write_label(pred / "case_004.mha", pairs[4][0][:, :, :-1])
     with pytest.raises(EvaluationError, match=r"case 'case_004'"):
         Evaluator(dice_similarity_coefficient, progress=False, workers=3).evaluate_folders(pred, ref)

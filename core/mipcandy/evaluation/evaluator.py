@@ -49,8 +49,9 @@ MetricFn = Callable[..., Any]
 Spacing = tuple[float, ...]
 # Loads one case: (prediction, reference, reference spacing or None for voxel units).
 Loader = Callable[[], tuple[Tensor, Tensor, Spacing | None]]
-# A scored case: values per class id, and the reference grid (shape, spacing, device) for classes it lacks.
-Scored = tuple[dict[int, list[float]], tuple[tuple[int, ...], Spacing | None, torch.device]]
+# A scored case: values per class id, the ids present in its prediction and in its reference, and the reference grid
+# (shape, spacing, device) for the classes it lacks.
+Scored = tuple[dict[int, list[float]], tuple[set[int], set[int]], tuple[tuple[int, ...], Spacing | None, torch.device]]
 
 _DISTANCES = (hd95, assd)
 _EXTRAS = ("spacing", "spatial_dims")
@@ -241,12 +242,13 @@ class Evaluator:
                 f"{tuple(reference.shape)}; predict on the reference's grid (resample back) before evaluating"
             )
         prediction = prediction.to(reference.device)
+        present = _present_ids(prediction), _present_ids(reference)
         if self.class_names is not None:
             ids = list(self.class_names)
         else:
-            ids = [i for i in _present_ids(prediction, reference) if self.include_background or i != 0]
+            ids = sorted(i for i in present[0] | present[1] if self.include_background or i != 0)
         scores = {c: self._score_class(prediction == c, reference == c, spacing, case_id, c) for c in ids}
-        return scores, (tuple(reference.shape), spacing, reference.device)
+        return scores, present, (tuple(reference.shape), spacing, reference.device)
 
     def _score_all(self, cases: Sequence[tuple[str, Loader]]) -> Iterator[Scored]:
         """Scored cases in case order: one at a time, or ``workers`` at once in threads."""
@@ -269,18 +271,21 @@ class Evaluator:
         with Progress(console=self.console, transient=True, disable=not self.progress) as bar:
             scored.extend(bar.track(self._score_all(cases), total=len(cases),
                                     description=f"Evaluating {len(cases)} cases"))
-        found = sorted({c for case_scores, _ in scored for c in case_scores})
+        found = sorted({c for case_scores, _, _ in scored for c in case_scores})
         class_names = self.class_names if self.class_names is not None else {c: str(c) for c in found}
         values = np.empty((len(cases), len(self.metrics), len(class_names)))
-        for i, ((case_id, _), (case_scores, (shape, spacing, device))) in enumerate(zip(cases, scored, strict=True)):
+        presence = np.zeros((len(cases), len(class_names), 2), dtype=bool)
+        for i, ((case_id, _), (case_scores, present, (shape, spacing, device))) in enumerate(
+                zip(cases, scored, strict=True)):
             for j, c in enumerate(class_names):
+                presence[i, j] = c in present[0], c in present[1]
                 if c not in case_scores:
                     empty = torch.zeros(shape, dtype=torch.bool, device=device)
                     case_scores[c] = self._score_class(empty, empty, spacing, case_id, c)
                 values[i, :, j] = case_scores[c]
         lower = [m.name for m in self.metrics if not m.higher_is_better]
         return EvalResult([c for c, _ in cases], [m.name for m in self.metrics], class_names, values,
-                          lower_is_better=lower, files=files)
+                          lower_is_better=lower, files=files, presence=presence)
 
     def evaluate(
         self,
@@ -380,14 +385,12 @@ class Evaluator:
         return self._run([(c, partial(_dataset_case, dataset, i, run)) for i, c in enumerate(dataset.case_ids)])
 
 
-def _present_ids(*label_maps: Tensor) -> list[int]:
-    """The sorted label values present in any of the maps; counting is far cheaper than ``torch.unique``'s sort."""
-    low = min(int(m.min()) for m in label_maps)
-    high = max(int(m.max()) for m in label_maps)
+def _present_ids(label_map: Tensor) -> set[int]:
+    """The label values present in a map; counting is far cheaper than ``torch.unique``'s sort."""
+    low, high = int(label_map.min()), int(label_map.max())
     if low < 0 or high >= 1 << 16:
-        return torch.unique(torch.cat([m.unique() for m in label_maps])).tolist()
-    counts = sum(torch.bincount(m.reshape(-1), minlength=high + 1) for m in label_maps)
-    return counts.nonzero()[:, 0].tolist()  # type: ignore[union-attr]
+        return set(label_map.unique().tolist())
+    return set(torch.bincount(label_map.reshape(-1), minlength=high + 1).nonzero()[:, 0].tolist())
 
 
 def _as_labels(output: Any, case_id: str) -> Any:
