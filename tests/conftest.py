@@ -37,14 +37,16 @@ def site_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[str, 
     monkeypatch.syspath_prepend(str(site))
     added: list[str] = []
 
-    def add(bundle: str, module_source: str, version: str = "1.0") -> Path:
-        module = f"candy_test_{bundle}"
+    def add(bundle: str, module_source: str, version: str = "1.0", *, group: str = "mipcandy.bundles",
+            distribution: str | None = None) -> Path:
+        distribution = distribution or f"candy-test-{bundle}"
+        module = distribution.replace("-", "_")
         (site / f"{module}.py").write_text(textwrap.dedent(module_source), encoding="utf-8")
-        info = site / f"candy_test_{bundle}-{version}.dist-info"
+        info = site / f"{module}-{version}.dist-info"
         info.mkdir()
-        metadata = f"Metadata-Version: 2.1\nName: candy-test-{bundle}\nVersion: {version}\n"
+        metadata = f"Metadata-Version: 2.1\nName: {distribution}\nVersion: {version}\n"
         (info / "METADATA").write_text(metadata, encoding="utf-8")
-        (info / "entry_points.txt").write_text(f"[mipcandy.bundles]\n{bundle} = {module}\n", encoding="utf-8")
+        (info / "entry_points.txt").write_text(f"[{group}]\n{bundle} = {module}\n", encoding="utf-8")
         added.append(module)
         return site
 

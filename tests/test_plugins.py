@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from mipcandy import hookimpl
-from mipcandy.plugins import BundleError, BundleManager, get_plugin_manager
+from mipcandy.plugins import BundleError, PluginManager, get_plugin_manager
 from mipcandy.training.toolbox import TrainerToolbox
 
 GOOD = '''
@@ -44,7 +44,7 @@ class AdamBundle(Bundle):
 
 def test_per_bundle_hooks_never_compete_through_registration_order() -> None:
     for order in ([1, 2], [2, 1]):
-        manager = BundleManager()
+        manager = PluginManager()
         for tag in order:
             manager.register(Bundle(tag), f"b{tag}")
         for tag in (1, 2):
@@ -53,7 +53,7 @@ def test_per_bundle_hooks_never_compete_through_registration_order() -> None:
 
 
 def test_core_default_optimizer_unless_the_bundle_overrides_it() -> None:
-    manager = BundleManager()
+    manager = PluginManager()
     manager.register(Bundle(1), "plain")
     manager.register(AdamBundle(2), "adam")
     params = list(nn.Linear(2, 2).parameters())
@@ -66,7 +66,7 @@ def test_core_default_optimizer_unless_the_bundle_overrides_it() -> None:
 
 
 def test_default_backward_runs_the_criterion_and_backpropagates() -> None:
-    manager = BundleManager()
+    manager = PluginManager()
     manager.register(Bundle(1), "plain")
     model = nn.Conv2d(1, 2, 1)
     criterion = lambda out, lab: (nn.functional.cross_entropy(out, lab[:, 0]), {"ce": 0.5})  # noqa: E731
@@ -85,7 +85,7 @@ def test_misspelled_hook_is_invalid_and_unregistered_while_others_load() -> None
         def build_netwrok(self, example_shape):
             raise AssertionError("never called")
 
-    manager = BundleManager()
+    manager = PluginManager()
     bad = manager.register(Typo(), "typo")
     good = manager.register(Bundle(1), "good")
     assert bad.status == "invalid" and "build_netwrok" in bad.error
@@ -101,7 +101,7 @@ def test_hook_argument_not_in_spec_is_invalid() -> None:
         def build_network(self, example_shape, depth):
             raise AssertionError("never called")
 
-    record = BundleManager().register(WrongArgs(), "wrong")
+    record = PluginManager().register(WrongArgs(), "wrong")
     assert record.status == "invalid" and "depth" in record.error
 
 
@@ -113,12 +113,12 @@ def test_bad_bundle_info_is_invalid(info, message) -> None:
         def bundle_info(self):
             return info
 
-    record = BundleManager().register(BadInfo(), "badinfo")
+    record = PluginManager().register(BadInfo(), "badinfo")
     assert record.status == "invalid" and message in record.error
 
 
 def test_unknown_bundle_error_names_what_is_available() -> None:
-    manager = BundleManager()
+    manager = PluginManager()
     manager.register(Bundle(1), "present")
     with pytest.raises(BundleError, match=r"no bundle named 'absent'.*available: .*present.*pip install candy-absent"):
         manager.call("absent", "build_network", example_shape=(1, 4, 4), num_classes=2, options={})
@@ -130,7 +130,7 @@ def test_missing_build_network_is_a_clear_error() -> None:
         def bundle_info(self):
             return {"summary": "nothing to build"}
 
-    manager = BundleManager()
+    manager = PluginManager()
     manager.register(OnlyInfo(), "info")
     with pytest.raises(BundleError, match="does not implement 'build_network'"):
         manager.call("info", "build_network", example_shape=(1, 4, 4), num_classes=2, options={})
@@ -147,7 +147,7 @@ def test_preview_is_broadcast_to_every_plugin(tmp_path) -> None:
             path.write_text(self.name, encoding="utf-8")
             return [path]
 
-    manager = BundleManager()
+    manager = PluginManager()
     manager.register(Previewer("a"), "a")
     manager.register(Previewer("b"), "b")
     results = manager.broadcast("preview", image=None, label=None, prediction=None, folder=tmp_path, case_id="c1")
@@ -208,7 +208,7 @@ def test_a_failing_subscriber_never_stops_the_others(tmp_path) -> None:
                 raise ConnectionError("tracking server down")
             calls.append((self.name, epoch, dict(metrics)))
 
-    manager = BundleManager()
+    manager = PluginManager()
     manager.register(Tracker("first", False), "first")
     manager.register(Tracker("down", True), "down")
     manager.register(Tracker("last", False), "last")
@@ -222,6 +222,6 @@ def test_a_failing_subscriber_never_stops_the_others(tmp_path) -> None:
 
 
 def test_trainer_class_is_optional() -> None:
-    manager = BundleManager()
+    manager = PluginManager()
     manager.register(Bundle(1), "plain")
     assert manager.call("plain", "trainer_class") is None

@@ -10,13 +10,13 @@ Which implementation runs
 * ``bundle_info``, ``build_network``, ``build_optimizer``, ``backward`` and ``trainer_class`` are
   **per-bundle** hooks. The
   trainer selects one bundle by its entry-point name, and the core calls these hooks on that bundle
-  alone (plus the core's own defaults), through :func:`mipcandy.plugins.call_bundle_hook`. Installed
+  alone (plus the core's own defaults), through :meth:`mipcandy.plugins.PluginManager.call`. Installed
   bundles therefore never compete through pluggy's registration order. If the selected bundle does not
   implement a hook, or returns ``None``, the core's default answers (``build_optimizer``, ``backward``);
   ``build_network`` has no default: a bundle that can build networks must implement it.
 * ``preview`` and the experiment events (``experiment_created``, ``epoch_updated``, ``preview_saved``,
   ``experiment_completed``, ``experiment_interrupted``) are **broadcast** hooks: every registered plugin that
-  implements them is called, through :meth:`mipcandy.plugins.BundleManager.broadcast`, which isolates
+  implements them is called, through :meth:`mipcandy.plugins.PluginManager.broadcast`, which isolates
   failures: one failing subscriber is reported and the others still run.
 
 Compatibility policy

@@ -68,9 +68,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def _trainer_class(bundle: str) -> Any:
     """The bundle's own trainer when it names one (its ``trainer_class`` hook), else the segmentation preset."""
-    from mipcandy.plugins import call_bundle_hook
+    from mipcandy.plugins import get_plugin_manager
 
-    trainer = call_bundle_hook(bundle, "trainer_class")
+    trainer = get_plugin_manager().call(bundle, "trainer_class")
     if trainer is None:
         from mipcandy.presets.segmentation import SegmentationTrainer
 
