@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from candy_unetpp.unetpp import make_unetpp2d, make_unetpp3d
 from torch import nn
 
 import mipcandy
+from candy_unetpp.unetpp import make_unetpp2d, make_unetpp3d
 
 TINY = {"features": (4, 8, 16)}  # 3 levels: sizes must be multiples of 4
 

@@ -5,10 +5,10 @@ import re
 
 import pytest
 import torch
-from candy_unetpp.unetpp import make_unetpp2d, make_unetpp3d
 from monai.networks.nets import BasicUNetPlusPlus
 from torch import nn
 
+from candy_unetpp.unetpp import make_unetpp2d, make_unetpp3d
 from mipcandy import LayerT
 
 # Zhou et al., "UNet++: A Nested U-Net Architecture for Medical Image Segmentation" (DLMIA 2018), Table 2: UNet++

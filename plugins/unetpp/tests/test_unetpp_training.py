@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from candy_unetpp.bindings import UNetPPPredictor, UNetPPTrainer
 from rich.console import Console
 
+from candy_unetpp.bindings import UNetPPPredictor, UNetPPTrainer
 from mipcandy.cli import train_command
 from mipcandy.data import Geometry, RandomROIDataset, dataset_from_tensors
 from mipcandy.data.synthetic import make_synthetic_dataset, synthetic_case
