@@ -167,17 +167,44 @@ def preview(image: torch.Tensor, label: torch.Tensor | None, prediction: torch.T
 
 
 # ---- experiment events: broadcast to every plugin (tracking frontends such as MLflow, W&B, Notion) -----------
-# The trainer emits them from rank 0 only. A failing subscriber is reported and never stops training.
+# The trainer emits them from rank 0 only. A failing subscriber is reported and never stops training. Frontends
+# selected for a run (``candy train --track``) receive them off the training loop, one worker thread each (see
+# ``mipcandy.frontend``), in the order they were emitted.
 
 
 @hookspec
-def experiment_created(experiment_id: str, folder: Path, config: Mapping[str, Any]) -> None:
-    """A training run started: ``folder`` is its experiment folder, ``config`` what ``config.json`` holds."""
+def tracking_opened(root: Path) -> None:
+    """A run selected this frontend (``--track``); called once, synchronously, before anything is written.
+
+    :param root: the folder that holds every experiment of the run (embedded tracking stores live there).
+    Raise to refuse the selection (a missing package or secret): the message reaches the user and training does not
+    start. Do no slow work here.
+    """
 
 
 @hookspec
-def epoch_updated(experiment_id: str, epoch: int, metrics: Mapping[str, float]) -> None:
-    """Epoch ``epoch`` (1-based) ended; ``metrics`` holds that epoch's values only (losses, score, lr, time)."""
+def experiment_created(experiment_id: str, folder: Path, config: Mapping[str, Any], root: Path | None,
+                       model_summary: str | None, num_parameters: int | None, num_macs: int | None) -> None:
+    """A training run started (or resumed: the same ``experiment_id`` and ``folder`` again).
+
+    :param folder: its experiment folder; ``config`` is what ``config.json`` holds.
+    :param root: the folder holding every experiment of the run, where embedded tracking stores live (``None`` when
+        unknown).
+    :param model_summary: a printable summary of the network (``None`` when not made).
+    :param num_parameters: its trainable parameters (``None`` when not counted).
+    :param num_macs: multiply-accumulates of one forward pass on the example input (``None`` when not measured).
+    """
+
+
+@hookspec
+def epoch_updated(experiment_id: str, epoch: int, metrics: Mapping[str, float], num_epochs: int | None,
+                  best_score: float | None, remaining_seconds: float | None) -> None:
+    """Epoch ``epoch`` (1-based) ended; ``metrics`` holds that epoch's values only (losses, score, lr, time).
+
+    :param num_epochs: the planned number of epochs (``None`` when unknown).
+    :param best_score: the best (smoothed) validation score so far, ``None`` before the first validation.
+    :param remaining_seconds: the estimated time to the end of the run (``None`` when unknown).
+    """
 
 
 @hookspec
@@ -195,9 +222,22 @@ def experiment_interrupted(experiment_id: str, error: str) -> None:
     """The run stopped early: ``error`` describes the exception (``KeyboardInterrupt`` included)."""
 
 
+# Event parameters added after the first release, with the value a caller that predates them means. Emitters
+# (``ExperimentWriter.emit``, ``FrontendSet.emit``) fill them in, so implementations may always ask for them.
+EVENT_DEFAULTS: dict[str, dict[str, Any]] = {
+    "experiment_created": {"root": None, "model_summary": None, "num_parameters": None, "num_macs": None},
+    "epoch_updated": {"num_epochs": None, "best_score": None, "remaining_seconds": None},
+}
+
+
+def complete_event(hook: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """``kwargs`` of event ``hook`` with the parameters a caller left out set to their :data:`EVENT_DEFAULTS`."""
+    return {**EVENT_DEFAULTS.get(hook, {}), **kwargs}
+
+
 PER_BUNDLE_HOOKS: tuple[str, ...] = ("bundle_info", "build_network", "build_optimizer", "build_scheduler", "backward",
                                      "trainer_class")
 OPTIONAL_HOOKS: tuple[str, ...] = ("bundle_info", "trainer_class")  # per-bundle hooks that may answer None
-EVENT_HOOKS: tuple[str, ...] = ("experiment_created", "epoch_updated", "preview_saved", "experiment_completed",
-                                "experiment_interrupted")
+EVENT_HOOKS: tuple[str, ...] = ("tracking_opened", "experiment_created", "epoch_updated", "preview_saved",
+                                "experiment_completed", "experiment_interrupted")
 BROADCAST_HOOKS: tuple[str, ...] = ("preview", *EVENT_HOOKS)
