@@ -29,6 +29,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from mipcandy.atomic import atomic_write_text
+from mipcandy.frontend.dispatch import FrontendSet
+from mipcandy.hookspecs import complete_event
 
 CONFIG = "config.json"
 METRICS = "metrics.csv"
@@ -73,12 +75,13 @@ class ExperimentWriter:
     """Writes the experiment folder, the console output and the plugin events of one run."""
 
     def __init__(self, folder: str | Path, experiment_id: str, *, console: Console | None = None,
-                 is_main_process: bool = True, events: bool = True) -> None:
+                 is_main_process: bool = True, events: bool = True, frontends: FrontendSet | None = None) -> None:
         self.folder = Path(folder)
         self.experiment_id = experiment_id
         self.console = console if console is not None else Console()
         self.is_main_process = is_main_process
         self.events = events
+        self.frontends = frontends if frontends is not None else FrontendSet()  # the run's --track selection
 
     # ---- files ------------------------------------------------------------------------------------------------
     def path(self, name: str) -> Path:
@@ -216,8 +219,12 @@ class ExperimentWriter:
         return get_plugin_manager().broadcast(hook, **kwargs)
 
     def emit(self, hook: str, **kwargs: Any) -> None:
-        """Broadcast an experiment event to every plugin (failures are reported by the manager, never raised)."""
+        """Broadcast an experiment event to every bundle (failures are reported by the manager, never raised) and
+        queue it for the run's tracking frontends (never waits; they run even when bundle events are off)."""
+        kwargs = complete_event(hook, kwargs)
         self._broadcast(hook, **kwargs)
+        if self.is_main_process:
+            self.frontends.emit(hook, **kwargs)
 
     @staticmethod
     def _optional(what: str) -> _Optional:
