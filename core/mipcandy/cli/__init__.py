@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("mipcandy.cli.predict_command", "segment images with a trained experiment"),
     "evaluate": ("mipcandy.cli.evaluate_command", "score predicted label files against references"),
     "demo": ("mipcandy.cli.demo_command", "generate, inspect, train, predict and evaluate a synthetic dataset"),
+    "ui": ("mipcandy.cli.ui_command", "show the runs tracked in an experiment root in the MLflow web UI"),
 }
 
 
