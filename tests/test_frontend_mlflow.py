@@ -1,4 +1,4 @@
-"""The MLflow frontend against a real SQLite store, read back with the MLflow client and over ``candy ui``'s REST API."""
+"""The MLflow frontend against a real SQLite store, read back with the MLflow client and over `candy ui`'s REST API."""
 from __future__ import annotations
 
 import json
