@@ -145,15 +145,20 @@ def test_aggregates_match_numpy_with_nan_and_infinity() -> None:
             means = np.nanmean(table, axis=1)
             stats = result.aggregate(metric, worst_n=3)
             np.testing.assert_allclose(result.case_means(metric), means)
-            np.testing.assert_allclose(stats.mean, np.nanmean(means))
-            np.testing.assert_allclose(stats.std, np.nanstd(means), equal_nan=True)
-            np.testing.assert_allclose(stats.median, np.nanmedian(means))
-            np.testing.assert_allclose(result.foreground_mean(metric), np.nanmean(np.nanmean(table, axis=0)))
+            defined = means[np.isfinite(means)]  # summaries cover the cases where the metric is defined
+            np.testing.assert_allclose(stats.mean, defined.mean())
+            np.testing.assert_allclose(stats.std, defined.std())
+            np.testing.assert_allclose(stats.median, np.median(defined))
+            assert stats.count == defined.size and stats.undefined == len(means) - defined.size
+            class_means = [table[np.isfinite(table[:, j]), j].mean() for j in range(table.shape[1])]
+            np.testing.assert_allclose(list(result.class_means(metric).values()), class_means)
+            np.testing.assert_allclose(result.foreground_mean(metric), np.mean(class_means))
         keep = np.flatnonzero(~np.isnan(means))
         key = -means[keep] if metric == "hd95" else means[keep]
         expected = [(result.case_ids[i], means[i]) for i in keep[np.argsort(key, kind="stable")][:3]]
         assert list(stats.worst) == expected
     assert result.worst("hd95", 1)[0] == ("3", math.inf)
+    assert dict(result.aggregate("hd95").reasons) == {"empty prediction": 1}  # class 2 of case 3
     assert result.worst("dice_similarity_coefficient", 1, class_id=1)[0][0] == "4"
 
 
@@ -179,6 +184,7 @@ def test_csv_and_json_exports(tmp_path: Path) -> None:
     result.save_csv(tmp_path / "out" / "metrics.csv")
     result.save_json(tmp_path / "out" / "summary.json", worst_n=2)
     rows = list(csv.DictReader(io.StringIO((tmp_path / "out" / "metrics.csv").read_text(encoding="utf-8"))))
+    rows = [row for row in rows if row["case"]]  # the summary rows (mean, std...) have no case
     assert len(rows) == 3 * 4 and rows[0].keys() == {"case", "class", "class_name", "dice", "hd95", "empty_nan"}
     for row in rows:
         i = result.case_ids.index(row["case"])

@@ -20,6 +20,8 @@ from mipcandy.data.io import fast_load
 from mipcandy.data.preprocessing_plan import PreprocessingPlan
 from mipcandy.inference.predictor import Predictor, parse_predictant
 from mipcandy.layer import save_weights
+from mipcandy.training.options import TrainingOptions
+from mipcandy.training.spec import ExperimentSpec
 
 
 def conv_net(channels: int, classes: int, ndim: int, kernel: int) -> nn.Module:
@@ -31,18 +33,18 @@ class ConvPredictor(Predictor):
     """A predictor whose network the user builds (no bundle): one convolution, kernel size from bundle_options."""
 
     def build_network(self, example_shape: Sequence[int]) -> nn.Module:
-        return conv_net(example_shape[0], self.num_classes, len(example_shape) - 1, self.bundle_options["kernel"])
+        return conv_net(example_shape[0], self.num_classes, len(example_shape) - 1,
+                        self.options.bundle_options["kernel"])
 
 
 def write_experiment(folder: Path, best: nn.Module, *, example_shape: Sequence[int], num_classes: int,
                      latest: nn.Module | None = None, kernel: int = 1, plan: PreprocessingPlan | None = None) -> Path:
     folder.mkdir(parents=True)
-    config = {"options": {"num_classes": num_classes, "bundle": None, "bundle_options": {"kernel": kernel},
-                          "deep_supervision": False, "sliding_window_batch_size": 2},
-              "example_shape": list(example_shape)}
-    if plan is not None:
-        config["preprocessing_plan"] = plan.to_dict()
-    (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    options = TrainingOptions(num_classes=num_classes, bundle_options={"kernel": kernel}, sliding_window_batch_size=2,
+                              seed=0)
+    ExperimentSpec(experiment_id=folder.name, created="2026-01-01T00:00:00", trainer="by hand", num_epochs=1,
+                   options=options, example_shape=tuple(example_shape), num_classes=num_classes,
+                   preprocessing_plan=plan).write(folder)
     save_weights(best, folder / "checkpoint_best.safetensors")
     save_weights(latest if latest is not None else best, folder / "checkpoint_latest.safetensors")
     (folder / "checkpoint_best.json").write_text(json.dumps({"epoch": 3}), encoding="utf-8")

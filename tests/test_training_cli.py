@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 from pathlib import Path
 
 import pytest
 
 from mipcandy.cli import train_command
 from mipcandy.data.synthetic import make_synthetic_dataset
+from mipcandy.training.spec import read_experiment_spec
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -25,11 +25,12 @@ def test_train_command_trains_and_resumes(tmp_path: Path, capsys: pytest.Capture
               "--seed", "0")
     assert train_command.run(parse(*common, "--fold", "1", "--epochs", "1")) == 0
     folder = Path(capsys.readouterr().out.strip().splitlines()[-1])
-    assert folder.parent == tmp_path / "out" / "UNetTrainer"
-    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    assert config["options"]["note"] == "fold 1" and config["options"]["bundle"] == "unet"
-    assert config["versions"]["bundle unet"].startswith("candy-unet")
-    assert train_command.run(parse(*common, "--epochs", "2", "--resume", str(folder))) == 0
+    assert folder.parent == tmp_path / "out" / "Dataset001" / "unet" / "fold_1"
+    spec = read_experiment_spec(folder)
+    assert spec.data.fold == 1 and spec.data.num_folds == 5 and spec.options.bundle == "unet"
+    assert spec.bundle.distribution == "candy-unet"
+    assert spec.data.dataset == str(raw.resolve()) and len(spec.data.val_cases) == 1
+    assert train_command.run(parse("--epochs", "2", "--resume", str(folder))) == 0
     rows = list(csv.DictReader((folder / "metrics.csv").open()))
     assert [r["epoch"] for r in rows] == ["1", "2"]
 

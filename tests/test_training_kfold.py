@@ -15,14 +15,15 @@ from mipcandy.data.roi import RandomROIDataset
 from mipcandy.data.synthetic import make_synthetic_dataset
 from mipcandy.presets import SegmentationTrainer
 from mipcandy.training.kfold import run_folds
+from mipcandy.training.options import TrainingOptions
 
 NUM_FOLDS = 2
 
 
 class FoldTrainer(SegmentationTrainer):
+    default_options = TrainingOptions(iterations_per_epoch=2)
     """A one-convolution network; records the cases the trainer validates."""
 
-    iterations_per_epoch = 2
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -58,7 +59,8 @@ def test_run_folds_trains_each_fold_apart_and_validates_every_case_once(dataset:
 
     assert len(summaries) == NUM_FOLDS
     folders = [s.folder for s in summaries]
-    assert len(set(folders)) == NUM_FOLDS and all(f.parent == tmp_path / "FoldTrainer" for f in folders)
+    assert len(set(folders)) == NUM_FOLDS
+    assert all(f.parent == tmp_path / "Dataset002_Folds" / "FoldTrainer" for f in folders)
     all_validated: list[str] = []
     for fold, summary in enumerate(summaries):
         trainer = trainers[fold]

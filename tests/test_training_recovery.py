@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from mipcandy.training.checkpoint import TEST_HOOK, load_state
+from mipcandy.training.checkpoint import load_state
 
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS, ITERATIONS = 4, 3
@@ -33,6 +33,26 @@ SCRIPT = textwrap.dedent("""
     from mipcandy.data.roi import RandomROIDataset
     from mipcandy.data.synthetic import synthetic_case
     from mipcandy.presets import SegmentationTrainer
+    from mipcandy.training.options import TrainingOptions
+
+    # Fault injection, from the test: pause or SIGKILL between writing a training state's temporary file and
+    # renaming it into place ("sleep:SECONDS", or "kill:N" during the N-th state write of this process).
+    import os, signal, time
+    import safetensors.torch
+
+    fault, writes, save_file = sys.argv[4], [0], safetensors.torch.save_file
+
+    def faulty_save_file(tensors, filename, metadata=None):
+        save_file(tensors, filename, metadata=metadata)
+        if (metadata or {}).get("format") != "mipcandy.training-state":
+            return
+        writes[0] += 1
+        if fault.startswith("sleep:"):
+            time.sleep(float(fault.split(":", 1)[1]))
+        elif fault.startswith("kill:") and writes[0] == int(fault.split(":", 1)[1]):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    safetensors.torch.save_file = faulty_save_file
 
     cases = {}
     for i in range(3):
@@ -43,9 +63,7 @@ SCRIPT = textwrap.dedent("""
 
 
     class Tiny(SegmentationTrainer):
-        num_classes = 3
-        preview = False
-        plot_every = 1000
+        default_options = TrainingOptions(num_classes=3, preview=False, plot_every=1000)
 
         def build_network(self, example_shape):
             return nn.Sequential(nn.Conv2d(example_shape[0], 4, 3, padding=1), nn.Dropout(0.2), nn.ReLU(),
@@ -57,18 +75,18 @@ SCRIPT = textwrap.dedent("""
     if mode == "train":
         trainer.train(epochs, iterations_per_epoch=ITERATIONS, seed=11, deterministic=True, ema=True, ema_decay=0.9)
     else:
-        folder = next((root / "Tiny").iterdir())
+        (folder,) = (root / "data" / "Tiny").glob("2*")
         trainer.recover_from(folder).continue_training(epochs)
     print("FINISHED")
 """).replace("ITERATIONS", str(ITERATIONS))
 
 
-def _run(script: Path, root: Path, mode: str, *, epochs: int = EPOCHS, env: dict[str, str] | None = None,
+def _run(script: Path, root: Path, mode: str, *, epochs: int = EPOCHS, fault: str = "none",
          kill_after: float | None = None) -> subprocess.CompletedProcess | None:
     """Run the training script; with ``kill_after`` SIGKILL it after that many seconds (None if it was killed)."""
     full_env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "core"), os.environ.get("PYTHONPATH", "")]),
-                "OMP_NUM_THREADS": "1", **(env or {})}
-    process = subprocess.Popen([sys.executable, str(script), str(root), mode, str(epochs)], env=full_env,
+                "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen([sys.executable, str(script), str(root), mode, str(epochs), fault], env=full_env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, encoding="utf-8")
     if kill_after is not None:
         try:
@@ -83,8 +101,13 @@ def _run(script: Path, root: Path, mode: str, *, epochs: int = EPOCHS, env: dict
     return result
 
 
+def _experiments(root: Path) -> list[Path]:
+    """The experiment folders under ``root`` (a run killed while creating one leaves only a hidden folder)."""
+    return sorted((root / "data" / "Tiny").glob("2*"))
+
+
 def _final_state(root: Path) -> dict:
-    folder = next((root / "Tiny").iterdir())
+    (folder,) = _experiments(root)
     return load_state(folder / "training_state.safetensors") | {"_best": load_file(folder /
                                                                                    "checkpoint_best.safetensors")}
 
@@ -117,8 +140,8 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, flo
 def test_killed_inside_the_state_write_resumes_bitwise(reference, tmp_path: Path) -> None:
     script, expected, _ = reference
     runs = tmp_path / "runs"
-    _run(script, runs, "train", env={TEST_HOOK: "kill:2"})  # dies while writing epoch 2's state
-    folder = next((runs / "Tiny").iterdir())
+    _run(script, runs, "train", fault="kill:2")  # dies while writing epoch 2's state
+    (folder,) = _experiments(runs)
     assert load_state(folder / "training_state.safetensors")["epoch"] == 1
     assert list(folder.glob(".training_state*")), "the killed write should have left its temporary file"
     result = _run(script, runs, "resume")
@@ -134,14 +157,14 @@ def test_killed_at_random_moments_resumes_bitwise(reference, tmp_path: Path) -> 
     rng.seed(seed)
     runs = tmp_path / "runs"
     mode, kills = "train", 0
-    slow_writes = {TEST_HOOK: "sleep:0.2"}  # widens the write window so that kills often land inside it
+    slow_writes = "sleep:0.2"  # widens the write window so that kills often land inside it
     while kills < 2:
         # random delays over the whole run, startup included
-        if _run(script, runs, mode, env=slow_writes, kill_after=rng.uniform(0.5, duration + 1.0)) is None:
+        if _run(script, runs, mode, fault=slow_writes, kill_after=rng.uniform(0.5, duration + 1.0)) is None:
             kills += 1
-        if (runs / "Tiny").is_dir():
+        if _experiments(runs):
             mode = "resume"
-        if mode == "resume" and (state := next((runs / "Tiny").iterdir()) / "training_state.safetensors").is_file() \
+        if mode == "resume" and (state := _experiments(runs)[0] / "training_state.safetensors").is_file() \
                 and load_state(state)["epoch"] == EPOCHS:
             break
     result = _run(script, runs, mode)

@@ -35,8 +35,7 @@ def data():
 
 
 class Tiny(SegmentationTrainer):
-    num_classes = 3
-    iterations_per_epoch = 2
+    default_options = TrainingOptions(num_classes=3, iterations_per_epoch=2)
 
     def build_network(self, example_shape):
         return nn.Sequential(nn.Conv2d(example_shape[0], 8, 3, padding=1), nn.ReLU(),
@@ -87,7 +86,7 @@ def test_two_epochs_write_every_artefact_and_event(data, tmp_path: Path, recorde
     train, val = data
     summary = Tiny(tmp_path, train, val, console=quiet()).train(2, seed=5, ema=True)
     folder = summary.folder
-    assert folder.parent == tmp_path / "Tiny"
+    assert folder.parent == tmp_path / "data" / "Tiny"
     expected = ["config.json", "metrics.csv", "logs.txt", "progress.png", "ce_loss.png", "soft_dice.png",
                 "class_dice.png", "checkpoint_latest.safetensors", "checkpoint_latest.json",
                 "checkpoint_best.safetensors", "checkpoint_best.json", "training_state.safetensors"]
@@ -140,8 +139,11 @@ def test_best_checkpoint_holds_the_validated_ema_weights(data, tmp_path: Path, d
 
 def test_binary_validation_thresholds_the_sigmoid(data, tmp_path: Path) -> None:
     _, val = data
-    trainer = SegmentationTrainer(tmp_path, data[0], val, console=quiet())
-    trainer.options = TrainingOptions.resolve(trainer, {"num_classes": 1})
+
+    class Binary(SegmentationTrainer):
+        default_options = TrainingOptions(num_classes=1)
+
+    trainer = Binary(tmp_path, data[0], val, console=quiet())
     trainer.patch_size = (16, 16)
     label = (val[0][1] > 0).long()
 
@@ -202,15 +204,15 @@ class WrongChannels(Tiny):
         return nn.Conv2d(example_shape[0], 2, 1)
 
 
-class SingleHeadWithSupervision(Tiny):
-    deep_supervision = True
-
-
-@pytest.mark.parametrize(("trainer", "message"), [(WrongChannels, "num_classes is 3"),
-                                                   (SingleHeadWithSupervision, "deep supervision is on")])
-def test_sanity_check_stops_with_a_clear_error(data, tmp_path: Path, trainer, message) -> None:
-    with pytest.raises(SanityCheckError, match=message):
-        trainer(tmp_path, *data, console=quiet()).train(1, seed=0)
+@pytest.mark.parametrize(("trainer", "error", "message"), [
+    (WrongChannels, SanityCheckError, "num_classes is 3"),
+    (Tiny, TypeError, "Sequential has no deep-supervision heads"),  # deep supervision asked of a single-head network
+])
+def test_a_network_that_does_not_fit_stops_with_a_clear_error_and_leaves_nothing(data, tmp_path: Path, trainer,
+                                                                                   error, message) -> None:
+    with pytest.raises(error, match=message):
+        trainer(tmp_path, *data, console=quiet()).train(1, seed=0, deep_supervision=trainer is Tiny)
+    assert not list(tmp_path.iterdir()), "a run that cannot start must not leave an experiment folder"
 
 
 def test_amp_is_ignored_with_a_note_on_cpu(data, tmp_path: Path) -> None:

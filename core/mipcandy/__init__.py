@@ -56,6 +56,9 @@ _LAZY: dict[str, str] = {
     "Trainer": "mipcandy.training.trainer",
     "TrainerToolbox": "mipcandy.training.toolbox",
     "TrainingOptions": "mipcandy.training.options",
+    "ExperimentSpec": "mipcandy.training.spec",
+    "read_experiment_spec": "mipcandy.training.spec",
+    "build_experiment_network": "mipcandy.training.network",
     "set_seed": "mipcandy.training.seed",
     "sanity_check": "mipcandy.training.sanity",
     "SanityCheckResult": "mipcandy.training.sanity",
@@ -185,10 +188,13 @@ if TYPE_CHECKING:  # the same names for type checkers and IDEs (tests/test_publi
     from mipcandy.plugins import load_bundles as load_bundles
     from mipcandy.presets.segmentation import SegmentationTrainer as SegmentationTrainer
     from mipcandy.training.kfold import run_folds as run_folds
+    from mipcandy.training.network import build_experiment_network as build_experiment_network
     from mipcandy.training.options import TrainingOptions as TrainingOptions
     from mipcandy.training.sanity import SanityCheckResult as SanityCheckResult
     from mipcandy.training.sanity import sanity_check as sanity_check
     from mipcandy.training.seed import set_seed as set_seed
+    from mipcandy.training.spec import ExperimentSpec as ExperimentSpec
+    from mipcandy.training.spec import read_experiment_spec as read_experiment_spec
     from mipcandy.training.toolbox import TrainerToolbox as TrainerToolbox
     from mipcandy.training.trainer import Trainer as Trainer
 

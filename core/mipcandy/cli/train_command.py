@@ -1,37 +1,52 @@
-"""``candy train --bundle unet --dataset DIR``: preprocess an nnU-Net raw dataset and train a bundle on it.
+"""``candy train --dataset DIR [--bundle unet]``: preprocess an nnU-Net raw dataset and train a bundle on it.
 
 The dataset is preprocessed once into ``OUTPUT/preprocessed/<dataset name>`` (nnU-Net's plan from ``inspect()``:
-target spacing, normalization), the patch size comes from the inspection of the preprocessed cases, and each fold
-trains in its own experiment folder under ``OUTPUT``, printed when done. ``--fold all`` trains every fold in
-turn and prints a summary table; ``--resume FOLDER`` continues an interrupted run (same dataset and fold).
-torch is imported inside :func:`run` only.
+target spacing, normalization), the patch size comes from the inspection of the preprocessed cases, and each run
+gets its own folder ``OUTPUT/<dataset>/<bundle>/fold_<k>/<timestamp>/``, printed when done. ``--fold K`` trains
+fold K, ``--fold all`` trains on every case (nnU-Net's meaning) and ``--fold cv`` every fold in turn, with a
+summary table.
+
+``candy train --resume FOLDER`` continues a run from its folder alone: the bundle, dataset, split, sampling,
+options and cache all come from its record (``config.json``). ``--epochs`` may extend it, and ``--device`` and
+``--workers`` change how it runs; any other flag is refused unless it equals what was recorded. A dataset whose
+cases or files changed since the run started is refused, naming them. Nothing in the folder changes before every
+check has passed. torch is imported inside :func:`train_from_args` only.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
 
 from mipcandy.cli.arguments import positive_int
 
+DEFAULTS: dict[str, Any] = {"bundle": "unet", "fold": 0, "folds": 5, "epochs": 1000, "iterations": 250,
+                            "batch_size": 2, "deep_supervision": False, "ema": False, "amp": False, "seed": None,
+                            "device": "auto", "workers": 0, "bundle_option": [], "no_augmentation": False,
+                            "output": "experiments", "dataset": None}
+RESUME_SAFE = ("epochs", "device", "workers")  # flags a resume may change
+
+
+class ResumeRefused(ValueError):
+    """``--resume`` was asked for something the record forbids; nothing was changed."""
+
 
 def _fold(text: str) -> int | str:
-    if text == "all":
+    if text in ("all", "cv"):
         return text
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a fold index or 'all', got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a fold index, 'all' (train on every case) or 'cv' (every fold "
+                                         f"in turn), got {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"a fold index is >= 0, got {value}")
     return value
 
 
-
 def _bundle_option(text: str) -> tuple[str, Any]:
-    import json
-
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
@@ -42,90 +57,167 @@ def _bundle_option(text: str) -> tuple[str, Any]:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    """Add the command's arguments."""
-    parser.add_argument("--bundle", default="unet", help="the bundle building the network (default: unet)")
-    parser.add_argument("--dataset", required=True, metavar="DIR", help="nnU-Net raw dataset folder")
-    parser.add_argument("--fold", type=_fold, default=0, help="cross-validation fold 0..k-1, or 'all' to train "
-                                                              "every fold in turn (default: 0)")
-    parser.add_argument("--folds", type=positive_int, default=5, metavar="K", help="number of folds (default: 5)")
-    parser.add_argument("--epochs", type=positive_int, default=1000, help="epochs (default: 1000, as nnU-Net)")
-    parser.add_argument("--iterations", type=positive_int, default=250, help="iterations per epoch (default: 250)")
-    parser.add_argument("--batch-size", type=positive_int, default=2, help="patches per batch (default: 2)")
-    parser.add_argument("--deep-supervision", action="store_true", help="supervise every decoder output")
-    parser.add_argument("--ema", action="store_true", help="validate and checkpoint an EMA of the weights")
-    parser.add_argument("--amp", action="store_true", help="mixed precision on CUDA")
-    parser.add_argument("--seed", type=int, default=None, help="random seed (default: drawn and recorded)")
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1... (default: auto)")
-    parser.add_argument("--workers", type=int, default=0, help="data loading worker processes (default: 0)")
-    parser.add_argument("--bundle-option", action="append", default=[], type=_bundle_option, metavar="KEY=JSON",
+    """Add the command's arguments (defaults are applied after parsing, so that --resume sees what was given)."""
+    parser.add_argument("--bundle", help="the bundle building the network (default: unet)")
+    parser.add_argument("--dataset", metavar="DIR", help="nnU-Net raw dataset folder (required unless --resume)")
+    parser.add_argument("--fold", type=_fold, help="fold index 0..K-1, 'all' to train on every case (as nnU-Net), "
+                                                   "or 'cv' to train every fold in turn (default: 0)")
+    parser.add_argument("--folds", type=positive_int, metavar="K", help="number of folds (default: 5)")
+    parser.add_argument("--epochs", type=positive_int, help="epochs (default: 1000, as nnU-Net); with --resume, "
+                                                            "the new total (default: as recorded)")
+    parser.add_argument("--iterations", type=positive_int, help="iterations per epoch (default: 250)")
+    parser.add_argument("--batch-size", type=positive_int, help="patches per batch (default: 2)")
+    parser.add_argument("--deep-supervision", action="store_true", default=None,
+                        help="supervise every decoder output")
+    parser.add_argument("--ema", action="store_true", default=None,
+                        help="validate and checkpoint an EMA of the weights")
+    parser.add_argument("--amp", action="store_true", default=None, help="mixed precision on CUDA")
+    parser.add_argument("--seed", type=int, help="random seed (default: drawn and recorded)")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1... (default: auto)")
+    parser.add_argument("--workers", type=int, help="data loading worker processes (default: 0)")
+    parser.add_argument("--bundle-option", action="append", type=_bundle_option, metavar="KEY=JSON",
                         help="an option for the bundle's build_network, e.g. hidden_chs=[16,32,64] (repeatable)")
-    parser.add_argument("--no-augmentation", action="store_true", help="train without nnU-Net's default "
-                                                                     "augmentation")
-    parser.add_argument("--resume", metavar="FOLDER", help="continue the experiment in FOLDER")
-    parser.add_argument("--output", default="experiments", metavar="DIR", help="where experiment folders go "
-                                                                               "(default: ./experiments)")
+    parser.add_argument("--no-augmentation", action="store_true", default=None,
+                        help="train without nnU-Net's default augmentation")
+    parser.add_argument("--resume", metavar="FOLDER", help="continue the experiment in FOLDER from its record")
+    parser.add_argument("--output", metavar="DIR", help="where experiment folders go (default: ./experiments)")
+
+
+def _given(args: argparse.Namespace) -> dict[str, Any]:
+    """The flags given on the command line (parsing leaves the others None)."""
+    return {name: getattr(args, name, None) for name in DEFAULTS if getattr(args, name, None) is not None}
+
+
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    return {**DEFAULTS, **_given(args)}
 
 
 def _trainer_class(bundle: str) -> Any:
-    """The bundle's own trainer when it names one (its ``trainer_class`` hook), else the segmentation preset."""
+    """The bundle's own training loop when it declares one (``trainer_class`` hook), else the segmentation preset."""
     from mipcandy.plugins import get_plugin_manager
+    from mipcandy.presets.segmentation import SegmentationTrainer
 
-    trainer = get_plugin_manager().call(bundle, "trainer_class")
-    if trainer is None:
-        from mipcandy.presets.segmentation import SegmentationTrainer
-
-        return SegmentationTrainer
-    return trainer
-
-
-def _resumed_fold(folder: Path) -> int:
-    """The fold an experiment folder was trained on (its config's note), so that --resume sees the same split."""
-    import json
-
-    try:
-        note = json.loads((folder / "config.json").read_text(encoding="utf-8"))["options"]["note"]
-    except (OSError, ValueError, KeyError):
-        raise FileNotFoundError(f"{folder} is not an experiment folder of candy train (no readable config.json)") \
-            from None
-    if not note.startswith("fold "):
-        raise ValueError(f"{folder} was not trained by candy train (no fold recorded); resume it from Python")
-    return int(note.removeprefix("fold "))
+    return get_plugin_manager().call(bundle, "trainer_class") or SegmentationTrainer
 
 
 def train_from_args(args: argparse.Namespace) -> list[Any]:
-    """Preprocess and train as the parsed arguments say; returns one ``TrainingSummary`` per trained fold.
+    """Preprocess and train (or resume) as the parsed arguments say; returns one ``TrainingSummary`` per run.
 
     Raises ``DatasetError``, ``BundleError``, ``FileNotFoundError`` or ``ValueError`` on unusable input (``run``
     turns them into exit status 2). ``candy demo`` drives training through this function.
     """
-    from mipcandy.data.augment.pipeline import NNUNetAugmentation
-    from mipcandy.data.nnunet import NNUNetDataset
-    from mipcandy.data.preprocess import preprocess_dataset
-    from mipcandy.data.roi import RandomROIDataset
-    from mipcandy.training.kfold import run_folds
-
-    output = Path(args.output)
-    raw = NNUNetDataset(args.dataset)
-    data = preprocess_dataset(raw, output / "preprocessed" / Path(args.dataset).resolve().name)
-    trainer_class = _trainer_class(args.bundle)
-
-    def make_trainer(fold: int) -> Any:
-        train, val = data.fold(fold, num_folds=args.folds)
-        patches = RandomROIDataset(train, args.batch_size, seed=0 if args.seed is None else args.seed)
-        if not args.no_augmentation:
-            patches.augmentation = NNUNetAugmentation.for_patch_size(patches.patch_shape)
-        trainer = trainer_class(output, patches, val, device=args.device)
-        trainer.note = f"fold {fold}"  # recorded in config.json; --resume reads the fold back from it
-        return trainer
-
-    options = {"bundle": args.bundle, "iterations_per_epoch": args.iterations, "ema": args.ema, "amp": args.amp,
-               "deep_supervision": args.deep_supervision, "seed": args.seed, "num_workers": args.workers,
-               "bundle_options": dict(args.bundle_option)}
     if args.resume:
-        trainer = make_trainer(_resumed_fold(Path(args.resume))).recover_from(args.resume)
-        return [trainer.continue_training(args.epochs)]
-    folds = list(range(args.folds)) if args.fold == "all" else [args.fold]
-    return run_folds(make_trainer, folds, args.epochs, **options)
+        return [_resume(Path(args.resume), _given(args))]
+    settings = _settings(args)
+    if settings["dataset"] is None:
+        raise ValueError("--dataset DIR is required (or --resume FOLDER to continue a run)")
+    fold, num_folds = settings["fold"], settings["folds"]
+    if isinstance(fold, int) and fold >= num_folds:
+        raise ValueError(f"--fold {fold} does not exist with --folds {num_folds}: use 0..{num_folds - 1}, 'all' or "
+                         "'cv'")
+    from mipcandy.plugins import get_plugin_manager
+
+    get_plugin_manager().require(settings["bundle"])  # before the (long) preprocessing
+    trainer_class = _trainer_class(settings["bundle"])
+    from mipcandy.data.nnunet import NNUNetDataset
+    from mipcandy.data.preprocess import case_file_digests, preprocess_dataset
+    from mipcandy.training.kfold import run_folds
+    from mipcandy.training.spec import DataRecord
+
+    output = Path(settings["output"])
+    dataset_folder = Path(settings["dataset"]).resolve()
+    raw = NNUNetDataset(dataset_folder)
+    case_files = case_file_digests(raw)
+    data = preprocess_dataset(raw, output / "preprocessed" / dataset_folder.name)
+
+    def make_trainer(fold: int | str) -> Any:
+        train, val = data.fold(fold, num_folds=num_folds)
+        record = DataRecord(dataset=str(dataset_folder), cache=str(data.cache_dir), case_files=case_files, fold=fold,
+                            num_folds=num_folds, train_cases=tuple(train.case_ids), val_cases=tuple(val.case_ids))
+        patches = _patches(train, settings["batch_size"], 0 if settings["seed"] is None else settings["seed"],
+                           augment=not settings["no_augmentation"])
+        return trainer_class(output, patches, val, device=settings["device"], data_record=record)
+
+    options = {"bundle": settings["bundle"], "iterations_per_epoch": settings["iterations"],
+               "ema": settings["ema"], "amp": settings["amp"], "deep_supervision": settings["deep_supervision"],
+               "seed": settings["seed"], "num_workers": settings["workers"],
+               "bundle_options": dict(settings["bundle_option"])}
+    folds = list(range(num_folds)) if fold == "cv" else [fold]
+    return run_folds(make_trainer, folds, settings["epochs"], **options)
+
+
+def _patches(train: Any, batch_size: int, seed: int, *, augment: bool, patch_size: Any = None,
+             augmentation: dict[str, Any] | None = None) -> Any:
+    """Training batches of ``train``: nnU-Net's augmentation for the patch (or the recorded one)."""
+    from mipcandy.data.augment.pipeline import NNUNetAugmentation
+    from mipcandy.data.roi import RandomROIDataset
+
+    patches = RandomROIDataset(train, batch_size, seed=seed, patch_shape=patch_size)
+    if augmentation is not None:
+        patches.augmentation = NNUNetAugmentation(**augmentation)
+    elif augment:
+        patches.augmentation = NNUNetAugmentation.for_patch_size(patches.patch_shape)
+    return patches
+
+
+def _recorded_flags(spec: Any) -> dict[str, Any]:
+    """What the record says each flag was."""
+    options, data, sampling = spec.options, spec.data, spec.sampling or {}
+    return {"bundle": options.bundle, "dataset": data.dataset, "fold": data.fold, "folds": data.num_folds,
+            "iterations": options.iterations_per_epoch, "batch_size": sampling.get("batch_size"),
+            "deep_supervision": options.deep_supervision, "ema": options.ema, "amp": options.amp,
+            "seed": options.seed, "bundle_option": options.bundle_options,
+            "no_augmentation": sampling.get("augmentation") is None, "output": None}
+
+
+def _check_flags(folder: Path, spec: Any, given: dict[str, Any]) -> None:
+    """Refuse flags that would change what the run is, showing what was recorded."""
+    recorded = _recorded_flags(spec)
+    problems = []
+    for name, value in given.items():
+        if name in RESUME_SAFE:
+            continue
+        if name == "bundle_option":
+            value = dict(value)
+        if name == "dataset":
+            value = str(Path(value).resolve())
+        if name == "output" or value != recorded[name]:
+            shown = "" if name == "output" else f" (recorded: {json.dumps(recorded[name])})"
+            problems.append(f"--{name.replace('_', '-')} {json.dumps(value) if name != 'output' else value}{shown}")
+    if problems:
+        raise ResumeRefused(f"--resume {folder} continues the recorded run; these flags would change it: "
+                            f"{', '.join(problems)}. Drop them (only --epochs, --device and --workers may change), "
+                            "or start a new run without --resume")
+
+
+def _resume(folder: Path, given: dict[str, Any]) -> Any:
+    """Restore everything from the folder's record, check it, then continue training."""
+    from mipcandy.training.spec import read_experiment_spec
+
+    spec = read_experiment_spec(folder)
+    if spec.data is None or spec.data.dataset is None or spec.data.cache is None or spec.options.bundle is None:
+        raise ResumeRefused(f"{folder} was not trained by candy train (its record names no dataset or bundle); resume "
+                            "it from Python with trainer.recover_from(folder).continue_training()")
+    _check_flags(folder, spec, given)
+    from mipcandy.data.nnunet import NNUNetDataset
+    from mipcandy.data.preprocess import case_file_digests, preprocess_dataset
+    from mipcandy.plugins import get_plugin_manager
+
+    get_plugin_manager().require(spec.options.bundle)
+    raw = NNUNetDataset(spec.data.dataset)
+    changes = spec.data.changes(case_file_digests(raw) or {}) if spec.data.case_files is not None else []
+    if changes:
+        raise ResumeRefused(f"the dataset {spec.data.dataset} changed since {folder} started ({'; '.join(changes)}); "
+                            "a resumed run must see the data it trained on. Restore the files, or start a new run")
+    data = preprocess_dataset(raw, spec.data.cache, plan=spec.preprocessing_plan)
+    sampling = spec.sampling or {}
+    augmentation = sampling.get("augmentation") or {}
+    patches = _patches(data.subset(spec.data.train_cases), int(sampling["batch_size"]), int(sampling["seed"]),
+                       augment=False, patch_size=sampling["patch_size"], augmentation=augmentation.get("settings"))
+    trainer = _trainer_class(spec.options.bundle)(folder.parent, patches, data.subset(spec.data.val_cases),
+                                                  device=given.get("device", DEFAULTS["device"]))
+    runtime = {"num_workers": given["workers"]} if "workers" in given else {}
+    return trainer.recover_from(folder).continue_training(given.get("epochs"), **runtime)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -12,7 +12,8 @@ import operator
 import os
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from typing import Protocol, TypeVar
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import torch
 from rich.console import Console
@@ -35,6 +36,33 @@ class DatasetError(ValueError):
         self.problems = list(problems)
         listing = "\n".join(f"  - {problem}" for problem in self.problems)
         super().__init__(f"{source}: {len(self.problems)} problem(s):\n{listing}")
+
+
+@dataclass(frozen=True)
+class DatasetDescription:
+    """What a dataset says about its cases, for the experiment record: its name (which names experiment folders),
+    class and channel names, and for a preprocessing cache its folder and plan (a ``PreprocessingPlan``), which
+    prediction must apply again."""
+
+    name: str | None = None
+    labels: Mapping[str, int] | None = None
+    channel_names: Mapping[int, str] | None = None
+    cache: str | None = None
+    plan: Any = None
+
+
+@runtime_checkable
+class CaseSource(Protocol):
+    """A dataset of named cases that describes itself (every :class:`CaseDataset`)."""
+
+    @property
+    def case_ids(self) -> list[str]:
+        """The case ids, in index order."""
+        ...
+
+    def describe(self) -> DatasetDescription:
+        """Class and channel names, and the preprocessing cache and plan where there is one."""
+        ...
 
 
 class CaseReader(Protocol):
@@ -85,6 +113,10 @@ class CaseDataset(Dataset):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({len(self)} cases, device={self._device})"
+
+    def describe(self) -> DatasetDescription:
+        """Nothing beyond the cases by default; datasets read from a format that names classes say more."""
+        return DatasetDescription()
 
     def case_id(self, i: int) -> str:
         """Case id of item ``i``."""

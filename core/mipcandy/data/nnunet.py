@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mipcandy.data.dataset import DatasetError, Device, SupervisedDataset, UnsupervisedDataset
+from mipcandy.data.dataset import DatasetDescription, DatasetError, Device, SupervisedDataset, UnsupervisedDataset
 from mipcandy.data.files import FileReader, show_path
 
 _CHANNEL_FILE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
@@ -184,6 +184,10 @@ class NNUNetInfo:
     def labels(self) -> dict[str, int]:
         """Class name -> id, background 0."""
         return dict(self.metadata.labels)
+
+    def describe(self) -> DatasetDescription:
+        """Class and channel names from ``dataset.json``."""
+        return DatasetDescription(name=self.folder.name, labels=self.labels, channel_names=self.channel_names)
 
     @property
     def file_ending(self) -> str:

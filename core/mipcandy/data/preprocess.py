@@ -32,7 +32,7 @@ from torch import Tensor
 from mipcandy.atomic import atomic_path, atomic_write_text
 from mipcandy.data import preprocessing_plan
 from mipcandy.data.cropping import BBox, bbox_slices
-from mipcandy.data.dataset import Device, SupervisedDataset
+from mipcandy.data.dataset import DatasetDescription, Device, SupervisedDataset
 from mipcandy.data.geometry import Geometry
 from mipcandy.data.inspection import InspectionAnnotations, inspect, load_inspection_annotations
 from mipcandy.data.preprocessing_plan import CaseProperties, PreprocessingPlan, preprocess_case
@@ -66,6 +66,17 @@ def _file_sources(dataset: Any, case_id: str) -> list[dict[str, Any]] | None:
     if not (hasattr(reader, "image_files") and hasattr(reader, "label_file")):
         return None
     return file_identity([*reader.image_files(case_id), reader.label_file(case_id)])
+
+
+def case_file_digests(dataset: Any) -> dict[str, str] | None:
+    """Per case, a digest of its files' names, sizes and modification times; None when not read from files.
+
+    Cheap (file metadata only): a resumed run compares it with what it recorded to name the cases that changed.
+    """
+    sources = {case_id: _file_sources(dataset, case_id) for case_id in dataset.case_ids}
+    if any(files is None for files in sources.values()):
+        return None
+    return {case_id: _digest(files) for case_id, files in sources.items()}
 
 
 def content_identity(image: Tensor, label: Tensor, geometry: Geometry) -> str:
@@ -290,6 +301,11 @@ class PreprocessedDataset(SupervisedDataset):
         self.channel_names: dict[int, str] | None = None if names is None else dict(enumerate(names))
         self.labels: dict[str, int] | None = manifest.get("labels")
         super().__init__(CacheReader(self.cache_dir, manifest["cases"]), manifest["cases"], device=device)
+
+    def describe(self) -> DatasetDescription:
+        """Class and channel names, the cache folder and the plan its cases were preprocessed with."""
+        return DatasetDescription(name=self.cache_dir.name, labels=self.labels, channel_names=self.channel_names,
+                                  cache=str(self.cache_dir), plan=self.plan)
 
     @property
     def reader(self) -> CacheReader:

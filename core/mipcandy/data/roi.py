@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from mipcandy.data.augment.base import Transform
+from mipcandy.data.augment.base import DescribedTransform, Transform
 from mipcandy.data.cropping import BBox, crop
 from mipcandy.data.inspection import CaseAnnotation, InspectionAnnotations, inspect
 
@@ -197,6 +197,16 @@ class RandomROIDataset(Dataset):
             return read_region(i, bbox)
         image, label = self.dataset[i]
         return crop(image, bbox), crop(label, bbox)
+
+    def settings(self) -> dict[str, Any]:
+        """How patches are drawn (JSON, for the experiment record): patch size, batch, oversampling, seed, and the
+        augmentation's ``settings`` when it declares them."""
+        augmentation = self.augmentation
+        return {"patch_size": list(self.patch_shape), "batch_size": self.batch_size,
+                "oversample_rate": self.oversample_rate, "num_patches_per_case": self.num_patches_per_case,
+                "seed": self.seed, "augmentation": None if augmentation is None else {
+                    "transform": type(augmentation).__name__,
+                    "settings": augmentation.settings if isinstance(augmentation, DescribedTransform) else None}}
 
     def loader(self, **kwargs: Any) -> DataLoader:
         """A ``DataLoader`` yielding these batches with fresh patches every epoch (kwargs: workers, pinning...)."""

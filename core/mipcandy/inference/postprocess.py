@@ -1,6 +1,7 @@
 """From aggregated logits to probabilities and label maps, and nnU-Net's keep-the-largest-component step.
 
-The binary rule is the channel count: one channel means a sigmoid network (foreground where the logit > 0,
+The binary rule is the channel count, encoded once in :mod:`mipcandy.data.conversion`: one channel means a sigmoid
+network (foreground where the logit > 0,
 i.e. sigmoid > 0.5), more than one a softmax network (argmax). Logits are ``(C, *spatial)``.
 """
 from __future__ import annotations
@@ -12,21 +13,21 @@ import SimpleITK as sitk
 import torch
 from torch import Tensor
 
+from mipcandy.data.conversion import convert_logits_to_ids, is_sigmoid_output
+
 __all__ = ["keep_largest_component", "logits_to_labels", "logits_to_probabilities"]
 
 
 def logits_to_probabilities(logits: Tensor) -> Tensor:
-    """Softmax over channels, or the sigmoid of a single channel."""
+    """Softmax over channels, or the sigmoid of a single channel (see ``is_sigmoid_output``)."""
     _check_logits(logits)
-    return logits.sigmoid() if logits.shape[0] == 1 else logits.softmax(0)
+    return logits.sigmoid() if is_sigmoid_output(logits) else logits.softmax(0)
 
 
 def logits_to_labels(logits: Tensor) -> Tensor:
     """int64 ``(1, *spatial)`` class ids: argmax over channels, or ``logit > 0`` for a single channel."""
     _check_logits(logits)
-    if logits.shape[0] == 1:
-        return (logits > 0).long()
-    return logits.argmax(0, keepdim=True)
+    return convert_logits_to_ids(logits)
 
 
 def keep_largest_component(labels: Tensor, classes: Iterable[int | Sequence[int]] | None = None, *,

@@ -1,8 +1,8 @@
 """Predict whole cases with a trained experiment: preprocess as in training, sliding windows, restore, export.
 
-A :class:`Predictor` reads the experiment folder's ``config.json`` (network input ``example_shape`` = channels and
-training patch, ``num_classes``, ``bundle`` and ``bundle_options``, and the ``preprocessing_plan`` when the
-trainer recorded one) and loads ``checkpoint_best`` or ``checkpoint_latest`` on first use. Per case: crop,
+A :class:`Predictor` reads the experiment folder's record (:class:`~mipcandy.training.spec.ExperimentSpec`: network
+input ``example_shape`` = channels and training patch, classes, bundle and options, and the preprocessing plan
+when the data came from a cache) and loads ``checkpoint_best`` or ``checkpoint_latest`` on first use. Per case: crop,
 normalize and resample with the training plan, Gaussian sliding windows of the training patch (overlap 0.5,
 batched, optional mirroring TTA over all axes), softmax/sigmoid, probabilities resampled back onto the input grid
 (:func:`restore_probabilities`), argmax/threshold, optional largest-component post-processing, and export with
@@ -16,10 +16,10 @@ import math
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -28,6 +28,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import Tensor, nn
 
 from mipcandy.atomic import atomic_path
+from mipcandy.data.conversion import convert_logits_to_ids
 from mipcandy.data.cropping import bbox_slices
 from mipcandy.data.dataset import DatasetError
 from mipcandy.data.files import FileReader
@@ -37,7 +38,9 @@ from mipcandy.data.preprocessing_plan import CaseProperties, PreprocessingPlan, 
 from mipcandy.inference.postprocess import keep_largest_component, logits_to_probabilities
 from mipcandy.inference.sliding_window import sliding_window_inference
 from mipcandy.layer import WithNetwork
-from mipcandy.training.experiment import BEST, CONFIG, LATEST
+from mipcandy.training.experiment import BEST, LATEST
+from mipcandy.training.network import build_experiment_network
+from mipcandy.training.spec import read_experiment_spec
 
 __all__ = [
     "Prediction",
@@ -50,7 +53,6 @@ __all__ = [
 ]
 
 CHECKPOINTS = {"best": BEST, "latest": LATEST}
-PLAN_KEY = "preprocessing_plan"
 ProbabilityFormat = Literal["npz", "safetensors"]
 _CHANNEL_FILE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 _BUFFER_SHARE = 0.5  # aggregate on the accelerator while the case's buffers take at most this share of free memory
@@ -208,9 +210,7 @@ class Prediction:
 
 def probabilities_to_labels(probabilities: Tensor) -> Tensor:
     """Class ids ``(1, *spatial)``: argmax over classes, or probability > 0.5 for one sigmoid channel."""
-    if probabilities.shape[0] == 1:
-        return (probabilities > 0.5).long()
-    return probabilities.argmax(0, keepdim=True)
+    return convert_logits_to_ids(probabilities, threshold=0.5)
 
 
 def restore_probabilities(probabilities: Tensor, properties: CaseProperties) -> Tensor:
@@ -237,45 +237,41 @@ def write_probabilities(probabilities: Tensor, path: Path, geometry: Geometry, c
 
 # ---- the predictor ------------------------------------------------------------------------------------------------
 class Predictor(WithNetwork):
-    """Predicts with an experiment folder's checkpoint; implement ``build_network`` or rely on a bundle.
+    """Predicts with an experiment folder's checkpoint; the network comes from the experiment's record.
 
-    ``checkpoint`` is ``"best"``, ``"latest"`` or a path. The network comes from ``bundle`` (argument, class
-    attribute, or the experiment's) unless a subclass implements :meth:`build_network`; ``example_shape``,
-    ``num_classes``, ``bundle_options`` and ``plan`` override what ``config.json`` records. ``tta`` mirrors over
-    every spatial axis. Sliding-window aggregation stays on the accelerator while the case fits in half its free
-    memory and moves to the CPU otherwise (``buffer_device`` forces one).
+    ``checkpoint`` is ``"best"``, ``"latest"`` or a path. The network is rebuilt from the folder's
+    :class:`~mipcandy.training.spec.ExperimentSpec` by :func:`~mipcandy.training.network.build_experiment_network`,
+    the builder the trainer used, unless a subclass implements :meth:`build_network` (a network trained without a
+    bundle). ``example_shape``, ``num_classes``, ``bundle_options`` and ``plan`` override what the record holds.
+    ``tta`` mirrors over every spatial axis. Sliding-window aggregation stays on the accelerator while the case
+    fits in half its free memory and moves to the CPU otherwise (``buffer_device`` forces one). A subclass may bind
+    a bundle (``bundle = "unet"``): it then refuses experiments of another bundle.
     """
 
-    bundle: str | None = None
+    bundle: ClassVar[str | None] = None
 
     def __init__(self, experiment: str | os.PathLike[str], *, checkpoint: str | os.PathLike[str] = "best",
-                 device: str | torch.device = "cpu", bundle: str | None = None,
-                 example_shape: Sequence[int] | None = None, num_classes: int | None = None,
-                 bundle_options: Mapping[str, Any] | None = None, plan: PreprocessingPlan | None = None,
-                 patch_size: Sequence[int] | None = None, overlap: float = 0.5, batch_size: int | None = None,
-                 tta: bool = False, keep_largest: bool = False, buffer_device: str | torch.device | None = None,
-                 amp: bool | None = None) -> None:
+                 device: str | torch.device = "cpu", example_shape: Sequence[int] | None = None,
+                 num_classes: int | None = None, bundle_options: Mapping[str, Any] | None = None,
+                 plan: PreprocessingPlan | None = None, patch_size: Sequence[int] | None = None,
+                 overlap: float = 0.5, batch_size: int | None = None, tta: bool = False, keep_largest: bool = False,
+                 buffer_device: str | torch.device | None = None, amp: bool | None = None) -> None:
         super().__init__(device)
         self.experiment = Path(experiment)
-        self.config = read_experiment_config(self.experiment)
-        options = self.config.get("options", {})
+        self.spec = spec = read_experiment_spec(self.experiment)
+        recorded = spec.options.bundle
+        if self.bundle is not None and recorded != self.bundle:
+            raise ValueError(f"{self.experiment} was trained with bundle {recorded!r}, not {self.bundle!r}: use "
+                             f"mipcandy.Predictor (it reads the bundle from the record)")
         self.checkpoint_path = _checkpoint_path(self.experiment, checkpoint)
-        shape = example_shape if example_shape is not None else self.config.get("example_shape")
-        if not shape:
-            raise ValueError(f"{self.experiment / CONFIG} records no example_shape (input channels and patch); pass "
-                             "example_shape=(C, *patch)")
-        self.example_shape = tuple(int(n) for n in shape)
-        self.num_classes = int(num_classes if num_classes is not None else options.get("num_classes") or 0)
-        if self.num_classes < 1:
-            raise ValueError(f"{self.experiment / CONFIG} records no num_classes; pass num_classes=...")
-        self.bundle = bundle or self.bundle or options.get("bundle")
-        self.bundle_options = {**options.get("bundle_options", {}), **(bundle_options or {})}
-        if options.get("deep_supervision"):  # the checkpoint holds the extra heads: build them, run only the first
-            self.bundle_options.setdefault("deep_supervision", True)
-        self.plan = plan if plan is not None else _recorded_plan(self.config)
+        self.example_shape = tuple(int(n) for n in (example_shape or spec.example_shape))
+        self.options = replace(spec.options, num_classes=num_classes or spec.num_classes,
+                               bundle_options={**spec.options.bundle_options, **(bundle_options or {})})
+        self.num_classes = int(self.options.num_classes or 0)
+        self.plan = plan if plan is not None else spec.preprocessing_plan
         self.patch_size = tuple(int(n) for n in (patch_size if patch_size is not None else self.example_shape[1:]))
         self.overlap = overlap
-        self.batch_size = batch_size or int(options.get("sliding_window_batch_size", 4))
+        self.batch_size = batch_size or spec.options.sliding_window_batch_size
         self.tta = tta
         self.keep_largest = keep_largest
         self.buffer_device = None if buffer_device is None else torch.device(buffer_device)
@@ -284,13 +280,8 @@ class Predictor(WithNetwork):
 
     # ---- network ----------------------------------------------------------------------------------------------
     def build_network(self, example_shape: Sequence[int]) -> nn.Module:
-        """The experiment's network, built by its bundle; override for networks built without one."""
-        if self.bundle is None:
-            raise NotImplementedError(f"{self.experiment} was trained without a bundle: implement "
-                                      f"{type(self).__name__}.build_network(example_shape) or pass bundle=...")
-        from mipcandy.plugins import build_network
-
-        return build_network(self.bundle, example_shape, self.num_classes, self.bundle_options)
+        """The experiment's network, rebuilt by the trainer's builder from the record."""
+        return build_experiment_network(self.options, example_shape)
 
     @property
     def model(self) -> nn.Module:
@@ -298,8 +289,6 @@ class Predictor(WithNetwork):
         if self._model is None:
             model = self.load_model(self.example_shape, checkpoint=self.checkpoint_path)
             model.eval()
-            if isinstance(getattr(model, "deep_supervision", None), bool):
-                model.deep_supervision = False
             self._model = model
         return self._model
 
@@ -398,23 +387,6 @@ class Predictor(WithNetwork):
         return ".nii.gz" if self.ndim == 3 else ".png"
 
 
-def read_experiment_config(folder: Path) -> dict[str, Any]:
-    """``config.json`` of an experiment folder; clear errors when the folder or the file is missing or broken."""
-    if not folder.is_dir():
-        raise FileNotFoundError(f"experiment folder {folder} does not exist")
-    path = folder / CONFIG
-    if not path.is_file():
-        raise FileNotFoundError(f"{folder} is not an experiment folder ({CONFIG} is missing); pass the folder a "
-                                "training run created (it holds config.json and checkpoint_*.safetensors)")
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON ({error})") from error
-    if not isinstance(config, dict):
-        raise ValueError(f"{path} must hold a JSON object")
-    return config
-
-
 def _checkpoint_path(folder: Path, checkpoint: str | os.PathLike[str]) -> Path:
     if isinstance(checkpoint, str) and checkpoint in CHECKPOINTS:
         path = folder / CHECKPOINTS[checkpoint]
@@ -427,11 +399,6 @@ def _checkpoint_path(folder: Path, checkpoint: str | os.PathLike[str]) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist; use 'best', 'latest' or a .safetensors file")
     return path
-
-
-def _recorded_plan(config: Mapping[str, Any]) -> PreprocessingPlan | None:
-    recorded = config.get(PLAN_KEY)
-    return None if recorded is None else PreprocessingPlan.from_dict(recorded)
 
 
 def _track(cases: Iterable[PredictionCase], console: Console | None, progress: bool) -> Iterator[PredictionCase]:

@@ -9,8 +9,6 @@ argmax (or of logit > 0, i.e. sigmoid > 0.5, for one channel); the case score is
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import nn
 
@@ -25,19 +23,17 @@ from mipcandy.training.validation import CaseResult, foreground_dice, to_cpu_lab
 class SegmentationTrainer(Trainer):
     """nnU-Net's segmentation recipe; implement ``build_network`` or select a ``bundle``.
 
-    ``include_background`` puts the background channel into the Dice part of a multi-class loss (nnU-Net: off).
-    ``deep_supervision_weights`` (full resolution first) replaces nnU-Net's ``1/2^i`` weights with the lowest
-    resolution set to 0.
+    The options ``include_background`` (the background channel in the Dice part of a multi-class loss; nnU-Net:
+    off) and ``deep_supervision_weights`` (full resolution first; default nnU-Net's ``1/2^i`` with the lowest
+    resolution at 0, sized from the network's outputs) shape the loss, and are recorded with the other options.
     """
 
-    grad_clip: float | None = 12.0
-    include_background: bool = False
-    deep_supervision_weights: Sequence[float] | None = None
-
     def build_criterion(self) -> nn.Module:
-        options = self._options()
-        loss = segmentation_loss(options.num_classes, include_background=self.include_background)
-        return DeepSupervisionWrapper(loss, self.deep_supervision_weights) if options.deep_supervision else loss
+        options = self.options
+        loss = segmentation_loss(options.num_classes, include_background=options.include_background)
+        if not options.deep_supervision:
+            return loss
+        return DeepSupervisionWrapper(loss, options.deep_supervision_weights)
 
     @staticmethod
     def case_loss(criterion: nn.Module) -> nn.Module:
@@ -46,7 +42,7 @@ class SegmentationTrainer(Trainer):
 
     def predict_case(self, image: torch.Tensor, model: nn.Module) -> torch.Tensor:
         """Logits ``(num_classes, *spatial)`` of a whole case: Gaussian sliding windows of the patch size."""
-        options = self._options()
+        options = self.options
         with self.autocast():
             return sliding_window_inference(image, model, self.patch_size, overlap=options.sliding_window_overlap,
                                             batch_size=options.sliding_window_batch_size, device=self.device,
@@ -54,7 +50,7 @@ class SegmentationTrainer(Trainer):
 
     def validate_case(self, case_id: str, image: torch.Tensor, label: torch.Tensor,
                       toolbox: TrainerToolbox) -> CaseResult:
-        options = self._options()
+        options = self.options
         logits = self.predict_case(image, toolbox.validation_model)
         label = label.to(logits.device)
         prediction = logits_to_labels(logits)

@@ -6,17 +6,12 @@ publishes a consistent state: a run killed at any moment, even mid-write, leaves
 the new one, never a mix. Nested structures are packed with their types: tensors become ``{"__tensor__": key}``,
 tuples ``{"__tuple__": [...]}`` and dicts with non-string keys (an optimizer's per-parameter state)
 ``{"__dict__": [[key, value], ...]}``, so that ``load_state(save_state(x)) == x``.
-
-For the recovery test, ``MIPCANDY_TEST_CHECKPOINT_HOOK`` injects a pause or a kill between writing the temporary
-file and renaming it: ``sleep:SECONDS`` or ``kill:N`` (SIGKILL during the N-th state write of the process).
 """
 from __future__ import annotations
 
 import json
 import math
 import os
-import signal
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -28,8 +23,6 @@ from mipcandy.atomic import atomic_path
 
 FORMAT = "mipcandy.training-state"
 VERSION = 1
-TEST_HOOK = "MIPCANDY_TEST_CHECKPOINT_HOOK"
-_writes = 0
 
 
 def pack(value: Any, path: str, tensors: dict[str, torch.Tensor]) -> Any:
@@ -75,17 +68,6 @@ def unpack(value: Any, tensors: Mapping[str, torch.Tensor]) -> Any:
     return value
 
 
-def _test_hook() -> None:
-    """Pause or die inside a state write when the recovery test asks for it."""
-    global _writes
-    _writes += 1
-    action = os.environ.get(TEST_HOOK, "")
-    if action.startswith("sleep:"):
-        time.sleep(float(action.split(":", 1)[1]))
-    elif action.startswith("kill:") and _writes == int(action.split(":", 1)[1]):
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
 def save_state(path: str | os.PathLike[str], state: Mapping[str, Any]) -> None:
     """Write ``state`` (a nested dict of tensors and plain values) to ``path`` in one atomic replace."""
     from safetensors.torch import save_file
@@ -95,7 +77,6 @@ def save_state(path: str | os.PathLike[str], state: Mapping[str, Any]) -> None:
     metadata = {"format": FORMAT, "version": str(VERSION), "state": json.dumps(packed, separators=(",", ":"))}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
-        _test_hook()
 
 
 def load_state(path: str | os.PathLike[str]) -> dict[str, Any]:

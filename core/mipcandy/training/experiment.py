@@ -1,6 +1,7 @@
 """The experiment folder and the one object that writes to it, prints and emits events.
 
-Layout of ``<root>/<TrainerName>/<YYYYmmdd-HHMMSS-xxxx>/``: ``config.json`` (every option and the versions),
+Layout of ``<root>/<dataset>/<bundle>/fold_<k>/<YYYYmmdd-HHMMSS-xxxx>/``: ``config.json`` (the
+:class:`~mipcandy.training.spec.ExperimentSpec`),
 ``metrics.csv`` (one row per epoch), ``logs.txt``, ``progress.png`` with one PNG per loss component and
 ``class_dice.png``, ``checkpoint_latest.safetensors`` / ``checkpoint_best.safetensors`` (the validated weights,
 with a JSON sidecar), ``training_state.safetensors`` (everything needed to resume exactly) and ``preview/`` (the
@@ -16,11 +17,15 @@ import csv
 import io
 import json
 import math
+import os
 import secrets
+import shutil
+import tempfile
 import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -31,8 +36,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from mipcandy.atomic import atomic_write_text
 from mipcandy.frontend.dispatch import FrontendSet
 from mipcandy.hookspecs import complete_event
+from mipcandy.training.spec import ExperimentSpec
 
-CONFIG = "config.json"
 METRICS = "metrics.csv"
 LOGS = "logs.txt"
 STATE = "training_state.safetensors"
@@ -45,17 +50,39 @@ class ArtefactWarning(RuntimeWarning):
     """An optional artefact (plot, preview) could not be written; training goes on."""
 
 
-def new_experiment_folder(root: str | Path, trainer_name: str, *, suffix: str = "") -> Path:
-    """Create ``<root>/<trainer_name>/<YYYYmmdd-HHMMSS-xxxx><suffix>`` (4 random hex digits avoid clashes)."""
-    base = Path(root) / trainer_name
+def create_experiment_folder(parent: str | Path, spec: ExperimentSpec) -> tuple[Path, ExperimentSpec]:
+    """Create ``<parent>/<YYYYmmdd-HHMMSS-xxxx>`` holding ``spec`` as ``config.json``, atomically.
+
+    The folder is assembled under a hidden temporary name and renamed into place, so an experiment folder never
+    exists without its record (a run killed at that moment leaves only a hidden ``.*.creating`` folder). Returns
+    the folder and the spec with its ``experiment_id`` (the folder's name).
+    """
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
     for _ in range(16):
-        folder = base / f"{datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}{suffix}"
-        try:
-            folder.mkdir(parents=True)
-            return folder
-        except FileExistsError:
+        name = f"{datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+        folder = parent / name
+        if folder.exists():
             continue
-    raise FileExistsError(f"could not create a new experiment folder under {base}")
+        named = replace(spec, experiment_id=name)
+        staging = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".creating", dir=parent))
+        try:
+            os.chmod(staging, 0o777 & ~_umask())
+            named.write(staging)
+            os.rename(staging, folder)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            if folder.exists():
+                continue
+            raise
+        return folder, named
+    raise FileExistsError(f"could not create a new experiment folder under {parent}")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def history_columns(history: Mapping[str, Sequence[Any]]) -> list[str]:
@@ -86,18 +113,6 @@ class ExperimentWriter:
     # ---- files ------------------------------------------------------------------------------------------------
     def path(self, name: str) -> Path:
         return self.folder / name
-
-    def write_config(self, config: Mapping[str, Any]) -> None:
-        """``config.json``; values JSON cannot hold (a LayerT in bundle options) are written as their repr."""
-        if self.is_main_process:
-            atomic_write_text(self.path(CONFIG), json.dumps(config, indent=2, default=repr) + "\n")
-
-    def read_config(self) -> dict[str, Any]:
-        path = self.path(CONFIG)
-        try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{self.folder} is not an experiment folder ({CONFIG} is missing)") from None
 
     def write_metrics(self, history: Mapping[str, Sequence[Any]]) -> None:
         """``metrics.csv`` from the column-wise history, rewritten whole (atomically) each epoch."""

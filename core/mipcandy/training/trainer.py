@@ -7,21 +7,25 @@ update), one scheduler step, validation on whole cases (every ``validate_every``
 best checkpoint, the artefacts and finally the full training state, written atomically. ``recover_from(folder)``
 and ``continue_training()`` resume at the next epoch with every RNG, the data position and all counters restored.
 
-With a ``bundle``, ``build_network``, ``build_optimizer`` and ``backward`` go to that bundle through the plugin
-manager (the core answers where the bundle does not), and the worst-case preview is broadcast to every plugin.
+With a ``bundle``, ``build_network``, ``build_optimizer``, ``build_scheduler`` and ``backward`` go to that bundle
+through the plugin manager (the core answers where the bundle does not), and the worst-case preview is broadcast to
+every plugin. Everything a run needs to be resumed or predicted is recorded once, in its
+:class:`~mipcandy.training.spec.ExperimentSpec` (``config.json``), before the first epoch.
 """
 from __future__ import annotations
 
+import json
 import math
 import platform
 import time
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 import torch
 from rich.console import Console
@@ -31,14 +35,32 @@ from torch.utils.data import DataLoader
 from mipcandy import defaults
 from mipcandy.common.optim import ExponentialMovingAverage, PolyLRScheduler
 from mipcandy.common.regressions import ScorePrediction, predict_score
+from mipcandy.data.dataset import CaseSource, DatasetDescription
 from mipcandy.data.roi import RandomROIDataset
 from mipcandy.layer import WithNetwork, unwrap_compiled
+from mipcandy.plugins import get_plugin_manager
 from mipcandy.training.checkpoint import load_state
 from mipcandy.training.console import epoch_table, format_duration, sanity_table, validation_table
-from mipcandy.training.experiment import BEST, LATEST, STATE, ExperimentWriter, new_experiment_folder
+from mipcandy.training.experiment import (
+    BEST,
+    LATEST,
+    METRICS,
+    STATE,
+    ArtefactWarning,
+    ExperimentWriter,
+    create_experiment_folder,
+)
+from mipcandy.training.network import build_experiment_network, set_deep_supervision
 from mipcandy.training.options import TrainingOptions
 from mipcandy.training.sanity import SanityCheckResult, sanity_check
 from mipcandy.training.seed import capture_rng_state, restore_rng_state, set_seed
+from mipcandy.training.spec import (
+    BundleRecord,
+    DataRecord,
+    ExperimentSpec,
+    class_names_from_labels,
+    read_experiment_spec,
+)
 from mipcandy.training.stream import BatchStream
 from mipcandy.training.toolbox import TrainerToolbox
 from mipcandy.training.validation import CaseResult, ValidationResult, smooth_score
@@ -58,6 +80,22 @@ class Tracker:
     stopped_early: bool = False
 
 
+RUNTIME_OPTIONS = ("num_workers",)  # options a resumed run may change: they do not change its results
+
+
+class ResumeError(ValueError):
+    """An experiment folder cannot be resumed as asked; nothing in it was changed."""
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """What ``recover_from`` read: the folder, its record and its last saved state (``None``: none was saved)."""
+
+    folder: Path
+    spec: ExperimentSpec
+    state: dict[str, Any] | None
+
+
 @dataclass(frozen=True)
 class TrainingSummary:
     """What a finished (or early-stopped) run reports."""
@@ -75,39 +113,18 @@ class Trainer(WithNetwork):
 
     ``train_data`` is a :class:`~mipcandy.data.roi.RandomROIDataset` (resumed exactly, any number of workers) or a
     ``DataLoader`` of ``(images, labels)`` batches; ``val_data`` is a dataset of whole cases ``(image, label)``
-    (``None`` turns validation off). The class attributes below are the defaults of every option;
-    ``train(num_epochs, **options)`` overrides them for one run, and subclasses by assignment.
+    (``None`` turns validation off). The options of a run are :class:`TrainingOptions`: ``default_options`` for
+    every run of a class, ``train(num_epochs, **options)`` for one run, and ``trainer.options`` (read-only) while it
+    runs. ``bundle`` binds a class to an installed bundle (``class UNetTrainer(SegmentationTrainer): bundle =
+    "unet"``). ``data_record`` tells the experiment record where the data came from (``candy train`` fills it).
     """
 
-    num_classes: int | None = None  # output channels; None: the number of labels of the dataset
-    deep_supervision: bool = False
-    bundle: str | None = None  # build the network (and optimizer, backward) with this bundle
-    bundle_options: Mapping[str, Any] = {}
-    iterations_per_epoch: int | None = 250  # None: one pass over the training loader
-    validate_every: int = 1  # 0: never
-    early_stop_patience: int | None = None  # validations without improvement of the smoothed score; None: off
-    seed: int | None = None  # None: a random seed, recorded in config.json
-    deterministic: bool = False
-    ema: bool = False  # validate and checkpoint an exponential moving average of the weights
-    ema_decay: float = 0.999
-    amp: bool = False  # autocast (+ GradScaler for float16) on CUDA; ignored elsewhere
-    amp_dtype: str = "float16"
-    compile: bool = False
-    grad_clip: float | None = None
-    optimizer_options: Mapping[str, Any] = {}  # lr, momentum, weight_decay, nesterov for the default SGD
-    score: str = "dice"  # or "negative_loss"
-    score_smoothing: float = 0.9
-    prediction_warmup: int = 20
-    num_workers: int = 0
-    sliding_window_overlap: float = 0.5
-    sliding_window_batch_size: int = 4
-    preview: bool = True
-    plot_every: int = 10  # per-loss and per-class plots every N epochs (and at the end); progress.png every epoch
-    note: str = ""
+    default_options: ClassVar[TrainingOptions] = TrainingOptions()
+    bundle: ClassVar[str | None] = None
 
     def __init__(self, root: str | Path, train_data: RandomROIDataset | DataLoader, val_data: Any = None, *,
                  device: str | torch.device = "cpu", console: Console | None = None, is_main_process: bool = True,
-                 events: bool = True) -> None:
+                 events: bool = True, data_record: DataRecord | None = None) -> None:
         super().__init__(device)
         self.root = Path(root)
         self.train_data = train_data
@@ -115,50 +132,73 @@ class Trainer(WithNetwork):
         self.console = console if console is not None else Console()
         self.is_main_process = is_main_process
         self.events = events
-        self.options: TrainingOptions | None = None
+        self.data_record = data_record
+        self.spec: ExperimentSpec | None = None
         self.writer: ExperimentWriter | None = None
         self.toolbox: TrainerToolbox | None = None
         self.tracker = Tracker()
         self.history: dict[str, list[Any]] = {}
         self.patch_size: tuple[int, ...] = ()
         self.sanity: SanityCheckResult | None = None
-        self._recovery: tuple[Path, int, TrainingOptions, dict[str, Any] | None] | None = None
+        self._options: TrainingOptions | None = None
+        self._recovery: Recovery | None = None
+        self._saved_epoch = 0
+
+    @property
+    def options(self) -> TrainingOptions:
+        """The options of the current run (before a run: the class's defaults, bound to its bundle)."""
+        if self._options is not None:
+            return self._options
+        return self.default_options if self.bundle is None else replace(self.default_options, bundle=self.bundle)
 
     # ---- public entry points ----------------------------------------------------------------------------------
     def train(self, num_epochs: int, **options: Any) -> TrainingSummary:
-        """Train for ``num_epochs`` epochs in a new experiment folder; ``options`` override the class defaults."""
+        """Train for ``num_epochs`` epochs in a new experiment folder; ``options`` override the defaults.
+
+        The network is built and checked, and every option validated, before the folder is created: a run that
+        cannot start leaves nothing behind.
+        """
         if num_epochs < 1:
             raise ValueError(f"num_epochs must be >= 1, got {num_epochs}")
-        resolved = TrainingOptions.resolve(self, options)
-        folder = new_experiment_folder(self.root, type(self).__name__)
-        return self._run(folder, num_epochs, resolved, None, fresh=True)
+        return self._run(num_epochs, self.options.resolve(options), None)
 
     __call__ = train
 
-    def recover_from(self, folder: str | Path, **overrides: Any) -> Self:
-        """Load an experiment folder's options and last saved state; ``continue_training`` then resumes it.
+    def recover_from(self, folder: str | Path) -> Self:
+        """Read an experiment folder's record and last saved state; ``continue_training`` then resumes it.
 
-        ``overrides`` replace stored options (e.g. ``bundle_options`` that JSON could not hold). A run killed
-        before its first state was saved restarts from scratch in the same folder, with the same seed.
+        Nothing is written here. A folder whose run saved checkpoints but no training state is refused (it cannot
+        continue exactly); a run killed before anything was saved restarts in the same folder with the same seed.
         """
         folder = Path(folder)
-        config = ExperimentWriter(folder, folder.name).read_config()
-        stored = {**config["options"], **overrides}
-        options = TrainingOptions.resolve(self, {k: v for k, v in stored.items() if k in TrainingOptions.names()})
-        state = load_state(folder / STATE) if (folder / STATE).is_file() else None
-        self._recovery = (folder, int(config["num_epochs"]), options, state)
+        spec = read_experiment_spec(folder)
+        state_path = folder / STATE
+        if state_path.is_file():
+            state = load_state(state_path)
+        elif any((folder / name).is_file() for name in (LATEST, BEST, METRICS)):
+            raise ResumeError(f"{folder} holds checkpoints but no {STATE}: it cannot continue exactly where it "
+                              f"stopped. Start a new run, or predict with its checkpoint instead")
+        else:
+            state = None
+        self._recovery = Recovery(folder, spec, state)
         return self
 
-    def continue_training(self, num_epochs: int | None = None) -> TrainingSummary:
+    def continue_training(self, num_epochs: int | None = None, **runtime: Any) -> TrainingSummary:
         """Resume the recovered run at its next epoch, up to ``num_epochs`` in total (default: as planned).
 
         More epochs than planned stretch the poly schedule to the new end (see ``PolyLRScheduler.extend``).
+        ``runtime`` may change the options that do not change the results (``num_workers``). The data, network
+        and state are checked against the record before anything in the folder changes.
         """
         if self._recovery is None:
             raise RuntimeError("call recover_from(folder) before continue_training()")
-        folder, planned, options, state = self._recovery
-        self._recovery = None
-        return self._run(folder, planned if num_epochs is None else num_epochs, options, state, fresh=False)
+        refused = sorted(set(runtime) - set(RUNTIME_OPTIONS))
+        if refused:
+            raise ResumeError(f"a resumed run keeps its recorded options; only {list(RUNTIME_OPTIONS)} may change, "
+                              f"not {refused}")
+        recovery, self._recovery = self._recovery, None
+        options = replace(recovery.spec.options, **runtime)
+        return self._run(recovery.spec.num_epochs if num_epochs is None else num_epochs, options, recovery)
 
     @property
     def experiment_folder(self) -> Path | None:
@@ -166,32 +206,25 @@ class Trainer(WithNetwork):
 
     # ---- builders (override, or let a bundle answer) ----------------------------------------------------------
     def build_network(self, example_shape: Sequence[int]) -> nn.Module:
-        """The network for one input ``(C, *patch)``; by default the selected bundle builds it."""
-        options = self._options()
-        if options.bundle is None:
-            raise NotImplementedError(f"{type(self).__name__} has no network: implement build_network(example_shape) "
-                                      "or select a bundle (bundle='unet')")
-        from mipcandy.plugins import get_plugin_manager
-
-        bundle_options = dict(options.bundle_options)
-        if options.deep_supervision:
-            bundle_options.setdefault("deep_supervision", True)
-        return get_plugin_manager().call(options.bundle, "build_network", example_shape=tuple(example_shape),
-                                         num_classes=options.num_classes, options=bundle_options)
+        """The network for one input ``(C, *patch)``; by default the selected bundle builds it (with deep
+        supervision off, as every bundle returns it: the trainer switches it on)."""
+        return build_experiment_network(self.options, example_shape)
 
     def build_optimizer(self, params: Sequence[nn.Parameter]) -> torch.optim.Optimizer:
         """nnU-Net's SGD (the core default), or the bundle's optimizer."""
-        options = self._options()
+        options = self.options
         if options.bundle is None:
             return defaults.build_optimizer(params=params, options=options.optimizer_options)
-        from mipcandy.plugins import get_plugin_manager
-
         return get_plugin_manager().call(options.bundle, "build_optimizer", params=params,
                                          options=options.optimizer_options)
 
     def build_scheduler(self, optimizer: torch.optim.Optimizer, num_epochs: int) -> Any:
-        """Poly decay (exponent 0.9) from the optimizer's lr to 0, stepped once per epoch as nnU-Net does."""
-        return PolyLRScheduler(optimizer, optimizer.param_groups[0]["lr"], num_epochs)
+        """Poly decay (exponent 0.9) from the optimizer's lr to 0, stepped once per epoch (or the bundle's)."""
+        options = self.options
+        if options.bundle is None:
+            return defaults.build_scheduler(optimizer=optimizer, num_epochs=num_epochs)
+        return get_plugin_manager().call(options.bundle, "build_scheduler", optimizer=optimizer,
+                                         num_epochs=num_epochs, options=options.optimizer_options)
 
     def build_criterion(self) -> nn.Module:
         """The loss: ``criterion(outputs, labels) -> (loss, {name: float})``."""
@@ -199,11 +232,11 @@ class Trainer(WithNetwork):
 
     def build_ema(self, model: nn.Module) -> ExponentialMovingAverage:
         """A true exponential moving average of the weights (decay ``ema_decay``)."""
-        return ExponentialMovingAverage(model, self._options().ema_decay)
+        return ExponentialMovingAverage(model, self.options.ema_decay)
 
     def build_grad_scaler(self) -> torch.amp.GradScaler | None:
         """A GradScaler for float16 autocast on CUDA; None otherwise (bfloat16 needs no scaling)."""
-        options = self._options()
+        options = self.options
         if options.amp and self.device.type == "cuda" and options.amp_dtype == "float16":
             return torch.amp.GradScaler("cuda")
         return None
@@ -213,21 +246,20 @@ class Trainer(WithNetwork):
         optimizer = self.build_optimizer([p for p in model.parameters() if p.requires_grad])
         return TrainerToolbox(model, optimizer, self.build_scheduler(optimizer, num_epochs),
                               self.build_criterion().to(self.device),
-                              self.build_ema(model) if self._options().ema else None, self.build_grad_scaler())
+                              self.build_ema(model) if self.options.ema else None, self.build_grad_scaler())
 
     # ---- one training step --------------------------------------------------------------------------------------
     def backward(self, images: torch.Tensor, labels: torch.Tensor, toolbox: TrainerToolbox) -> tuple[float, dict]:
         """Forward, loss and ``loss.backward()`` (scaled when there is a GradScaler); the bundle's if it has one."""
-        bundle = self._options().bundle
-        if bundle is None:
+        options = self.options
+        if options.bundle is None:
             return defaults.backward(images=images, labels=labels, toolbox=toolbox)
-        from mipcandy.plugins import get_plugin_manager
-
-        return get_plugin_manager().call(bundle, "backward", images=images, labels=labels, toolbox=toolbox)
+        return get_plugin_manager().call(options.bundle, "backward", images=images, labels=labels, toolbox=toolbox,
+                                         options=options.bundle_options)
 
     def autocast(self) -> Any:
         """The autocast context of forward passes (mixed precision on CUDA only)."""
-        options = self._options()
+        options = self.options
         if options.amp and self.device.type == "cuda":
             return torch.autocast("cuda", dtype=getattr(torch, options.amp_dtype))
         return nullcontext()
@@ -237,7 +269,7 @@ class Trainer(WithNetwork):
         toolbox.optimizer.zero_grad(set_to_none=True)
         with self.autocast():
             loss, metrics = self.backward(images, labels, toolbox)
-        scaler, clip = toolbox.grad_scaler, self._options().grad_clip
+        scaler, clip = toolbox.grad_scaler, self.options.grad_clip
         if scaler is not None:
             scaler.unscale_(toolbox.optimizer)
         if clip is not None:
@@ -259,17 +291,17 @@ class Trainer(WithNetwork):
 
     @contextmanager
     def validation_mode(self, model: nn.Module) -> Iterator[nn.Module]:
-        """Eval mode, and deep supervision off where the network has that switch; restored afterwards."""
-        was_training, switch = model.training, getattr(model, "deep_supervision", None)
+        """Eval mode, and deep supervision off while validating; both restored afterwards."""
+        was_training, supervised = model.training, self.options.deep_supervision
         model.eval()
-        if isinstance(switch, bool):
-            model.deep_supervision = False
+        if supervised:
+            set_deep_supervision(model, False)
         try:
             yield model
         finally:
             model.train(was_training)
-            if isinstance(switch, bool):
-                model.deep_supervision = switch
+            if supervised:
+                set_deep_supervision(model, True)
 
     def validate(self, toolbox: TrainerToolbox) -> ValidationResult:
         """Every validation case through ``validate_case``; only the worst case keeps its prediction."""
@@ -279,7 +311,7 @@ class Trainer(WithNetwork):
                 self.writer.progress(len(self.val_data), "Validation") as advance:
             for i in range(len(self.val_data)):
                 image, label = self.val_data[i]
-                case_id = self.val_data.case_id(i) if hasattr(self.val_data, "case_id") else str(i)
+                case_id = self.val_data.case_ids[i] if isinstance(self.val_data, CaseSource) else str(i)
                 case = self.validate_case(case_id, image.to(self.device), label.to(self.device), toolbox)
                 case.index = i
                 result.add(case)
@@ -288,19 +320,22 @@ class Trainer(WithNetwork):
 
     def score_bounds(self) -> tuple[float, float]:
         """The range of the validation score, for the forecast."""
-        return (0.0, 1.0) if self._options().score == "dice" else (-math.inf, 0.0)
+        return (0.0, 1.0) if self.options.score == "dice" else (-math.inf, 0.0)
 
     def class_names(self) -> dict[int, str]:
-        """Class id to name, from the dataset's ``labels`` (``{name: id}``) when it has them."""
-        labels = _dataset_labels(self.val_data) or _dataset_labels(self.train_data) or {}
-        return {int(v): str(k) for k, v in labels.items()}
+        """Class id to name, from the dataset's description (``labels``, ``{name: id}``) when it has them."""
+        return class_names_from_labels(self.describe_data().labels)
+
+    def describe_data(self) -> DatasetDescription:
+        """What the validation data (else the training cases) say about themselves (see ``CaseSource``)."""
+        for source in (self.val_data, _case_source(self.train_data)):
+            if isinstance(source, CaseSource):
+                description = source.describe()
+                if description.labels or description.plan is not None:
+                    return description
+        return DatasetDescription()
 
     # ---- the run ----------------------------------------------------------------------------------------------
-    def _options(self) -> TrainingOptions:
-        if self.options is None:
-            raise RuntimeError("the trainer has no run options yet: call train() or recover_from()")
-        return self.options
-
     def _infer_num_classes(self) -> int:
         names = self.class_names()
         if len(names) < 2:
@@ -314,47 +349,47 @@ class Trainer(WithNetwork):
         labels = labels.to(self.device, non_blocking=True).long()  # batches may carry compact uint8 labels
         return images, labels
 
-    def _run(self, folder: Path, num_epochs: int, options: TrainingOptions, state: dict[str, Any] | None, *,
-             fresh: bool) -> TrainingSummary:
-        self.options = options
-        self.writer = writer = ExperimentWriter(folder, folder.name, console=self.console,
-                                                is_main_process=self.is_main_process, events=self.events)
-        writer.remove_stale_temporaries()
+    def _run(self, num_epochs: int, options: TrainingOptions, recovery: Recovery | None) -> TrainingSummary:
+        """Prepare everything (data, network, checks, toolbox, state) before touching the disk, then train."""
+        self._options = options
         set_seed(options.seed, deterministic=options.deterministic)
         stream = BatchStream(self.train_data, num_workers=options.num_workers)
-        if state is not None:
-            stream.seek(int(state["stream_position"]))
-        images, labels = self._to_device(stream.peek())
-        if options.num_classes is None:
-            self.options = options = replace(options, num_classes=self._infer_num_classes())
-        self.patch_size = tuple(images.shape[2:])
-        model = self.build_network(tuple(images.shape[1:])).to(self.device)
-        self.sanity = sanity_check(model, images, labels, num_classes=options.num_classes,
-                                   deep_supervision=options.deep_supervision)
-        if options.compile:
-            model = self.compile_model(model)
-        self.toolbox = self.build_toolbox(model, num_epochs)
-        self.tracker, self.history = Tracker(), {}
-        config = self._config(folder, num_epochs, writer.read_config() if not fresh else None)
-        writer.write_config(config)
-        if state is not None:
-            self._load_state(state, num_epochs)
+        try:
+            notes = self._prepare(stream, num_epochs, recovery)
+            spec = self._record(num_epochs, recovery)
+            if recovery is None:
+                folder, spec = create_experiment_folder(self.root / self._folder_parts(), spec)
+            else:
+                folder = recovery.folder
+        except BaseException:
+            stream.close()
+            raise
+        self.spec = spec
+        self.writer = writer = ExperimentWriter(folder, folder.name, console=self.console,
+                                                is_main_process=self.is_main_process, events=self.events)
+        if recovery is not None:
+            writer.remove_stale_temporaries()
+            spec.write(folder)
+        if recovery is not None and recovery.state is not None:
             writer.log(f"Resumed {folder} after epoch {self.tracker.epoch}; training to epoch {num_epochs}",
                        style="bold")
-        elif not fresh:
+        elif recovery is not None:
             writer.log(f"No saved state in {folder}: restarting the run from scratch (seed {options.seed})")
-        if fresh or state is None:
+        assert self.sanity is not None and self.toolbox is not None
+        if recovery is None or recovery.state is None:
             writer.log(f"Experiment {folder}", style="bold")
-            writer.emit("experiment_created", experiment_id=writer.experiment_id, folder=folder, config=config)
+            writer.emit("experiment_created", experiment_id=writer.experiment_id, folder=folder,
+                        config=spec.to_json(), root=self.root, model_summary=str(unwrap_compiled(self.toolbox.model)),
+                        num_parameters=self.sanity.num_trainable_params, num_macs=self.sanity.macs_per_sample)
+        for note in notes:
+            writer.log(note)
         if options.amp and self.device.type != "cuda":
             writer.log(f"Note: amp is ignored on {self.device.type} (mixed precision runs on CUDA only)")
         writer.show(sanity_table(self.sanity, str(self.device)))
         try:
             self._loop(num_epochs, stream)
         except BaseException as error:
-            writer.log(f"Interrupted after epoch {self.tracker.epoch}: {type(error).__name__}: {error}", style="red")
-            writer.emit("experiment_interrupted", experiment_id=writer.experiment_id,
-                        error=f"{type(error).__name__}: {error}")
+            self._report_interruption(error)
             raise
         finally:
             stream.close()
@@ -365,39 +400,119 @@ class Trainer(WithNetwork):
                     summary={**asdict(summary), "folder": str(folder)})
         return summary
 
-    def _config(self, folder: Path, num_epochs: int, previous: dict[str, Any] | None) -> dict[str, Any]:
-        options = self._options()
-        config = {
-            "experiment_id": folder.name,
-            "trainer": f"{type(self).__module__}.{type(self).__qualname__}",
-            "created": previous["created"] if previous else datetime.now().isoformat(timespec="seconds"),
-            "num_epochs": num_epochs,
-            "options": options.to_dict(),
-            "example_shape": list(self.sanity.input_shape[1:]) if self.sanity else None,
-            "device": str(self.device),
-            "train_data": repr(self.train_data),
-            "val_data": repr(self.val_data),
-            "versions": _versions(options.bundle),
-            "sanity": asdict(self.sanity) if self.sanity else None,
-            **self._data_description(),
-        }
-        if previous:
-            config["resumed"] = [*previous.get("resumed", []), datetime.now().isoformat(timespec="seconds")]
-        return config
+    def _prepare(self, stream: BatchStream, num_epochs: int, recovery: Recovery | None) -> list[str]:
+        """Peek a batch, build and check the network, build the toolbox and load the saved state; nothing is
+        written. Returns the notes to log once the folder is open."""
+        options = self.options
+        state = recovery.state if recovery is not None else None
+        if state is not None:
+            done = int(state["epoch"])
+            if num_epochs < done:
+                raise ResumeError(f"the run already trained {done} epochs; ask for at least that many (got "
+                                  f"{num_epochs})")
+            stream.seek(int(state["stream_position"]))
+        images, labels = self._to_device(stream.peek())
+        if options.num_classes is None:
+            self._options = options = replace(options, num_classes=self._infer_num_classes())
+        self.patch_size = tuple(images.shape[2:])
+        example_shape = tuple(images.shape[1:])
+        if recovery is not None:
+            self._check_recorded(recovery, example_shape)
+        model = self.build_network(example_shape).to(self.device)
+        if options.deep_supervision:
+            set_deep_supervision(model, True)
+        self.sanity = sanity_check(model, images, labels, num_classes=options.num_classes,
+                                   deep_supervision=options.deep_supervision)
+        if options.compile:
+            model = self.compile_model(model)
+        self.toolbox = self.build_toolbox(model, num_epochs)
+        self.tracker, self.history = Tracker(), {}
+        if state is None:
+            return []
+        try:
+            return self._load_state(state, num_epochs)
+        except (RuntimeError, KeyError, ValueError) as error:
+            assert recovery is not None
+            raise ResumeError(f"the saved state of {recovery.folder} does not fit the network built now "
+                              f"({type(error).__name__}: {str(error).splitlines()[0]}); nothing was changed") \
+                from error
 
-    def _data_description(self) -> dict[str, Any]:
-        """What prediction needs to treat new images as the training data were: the preprocessing plan (when the
-        data came from a preprocessing cache), and the class and channel names."""
-        dataset = getattr(self.train_data, "dataset", self.train_data)
-        sources = (dataset, self.val_data)
-        plan = next((p for p in (getattr(d, "plan", None) for d in sources) if p is not None), None)
-        labels = next((lb for lb in (getattr(d, "labels", None) for d in sources) if lb), None)
-        channels = next((c for c in (getattr(d, "channel_names", None) for d in sources) if c), None)
-        return {"preprocessing_plan": plan.to_dict() if plan is not None else None,
-                "labels": dict(labels) if labels else None, "channel_names": dict(channels) if channels else None}
+    def _check_recorded(self, recovery: Recovery, example_shape: tuple[int, ...]) -> None:
+        """Refuse to resume with data or classes other than the record's, naming what differs."""
+        spec, problems = recovery.spec, []
+        if tuple(example_shape) != spec.example_shape:
+            problems.append(f"the batches are shaped {example_shape} (channels, patch) but the run trained on "
+                            f"{spec.example_shape}")
+        if self.options.num_classes != spec.num_classes:
+            problems.append(f"{self.options.num_classes} classes now, {spec.num_classes} recorded")
+        if spec.data is not None:
+            split = self._split()
+            for name, now, recorded in (("training", split[0], spec.data.train_cases),
+                                        ("validation", split[1], spec.data.val_cases)):
+                if recorded and now and tuple(now) != tuple(recorded):
+                    missing, extra = sorted(set(recorded) - set(now)), sorted(set(now) - set(recorded))
+                    problems.append(f"the {name} cases differ from the recorded split (missing {missing[:5]}, "
+                                    f"extra {extra[:5]})")
+        if problems:
+            raise ResumeError(f"cannot resume {recovery.folder}: " + "; ".join(problems) + ". Resume with the data "
+                              "the run was started with (candy train --resume FOLDER restores it from the record)")
+
+    def _split(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The case ids of the training and validation data, where they are case sources."""
+        train, val = _case_source(self.train_data), self.val_data
+        return (tuple(train.case_ids) if isinstance(train, CaseSource) else (),
+                tuple(val.case_ids) if isinstance(val, CaseSource) else ())
+
+    def _record(self, num_epochs: int, recovery: Recovery | None) -> ExperimentSpec:
+        """The experiment's record: a new one, or the resumed one with its new length and resume time."""
+        now = datetime.now().isoformat(timespec="seconds")
+        if recovery is not None:
+            return replace(recovery.spec.with_resume(num_epochs, now), options=self.options)
+        options, description = self.options, self.describe_data()
+        assert self.sanity is not None and options.num_classes is not None
+        train, val = self._split()
+        record = self.data_record or DataRecord()
+        data = replace(record, train_cases=record.train_cases or train, val_cases=record.val_cases or val,
+                       cache=record.cache or description.cache)
+        sampling = self.train_data.settings() if isinstance(self.train_data, RandomROIDataset) else None
+        bundle = None
+        if options.bundle is not None:
+            plugin = get_plugin_manager().require(options.bundle)
+            bundle = BundleRecord(options.bundle, plugin.distribution, plugin.version)
+        return ExperimentSpec(
+            experiment_id="", created=now, trainer=f"{type(self).__module__}.{type(self).__qualname__}",
+            num_epochs=num_epochs, options=options, example_shape=tuple(self.sanity.input_shape[1:]),
+            num_classes=options.num_classes, class_names=class_names_from_labels(description.labels),
+            channel_names=dict(description.channel_names or {}), bundle=bundle, sampling=sampling, data=data,
+            preprocessing_plan=description.plan, versions=_versions(),
+            sanity=json.loads(json.dumps(asdict(self.sanity))))
+
+    def _folder_parts(self) -> Path:
+        """``<dataset>/<bundle or trainer>[/fold_<k>]``: what the folder holds, readable without opening it (the
+        dataset is the recorded dataset folder's name, else the data's own name, else ``data``)."""
+        record, options = self.data_record, self.options
+        dataset = Path(record.dataset).name if record is not None and record.dataset else \
+            self.describe_data().name or "data"
+        parts = Path(dataset) / (options.bundle or type(self).__name__)
+        if record is not None and record.fold is not None:
+            parts /= f"fold_{record.fold}"
+        return parts
+
+    def _report_interruption(self, error: BaseException) -> None:
+        """Log and announce why the run stopped; a failing log (a full disk) never hides the original error."""
+        writer = self.writer
+        assert writer is not None
+        saved = self._saved_epoch
+        where = f"the last saved state is epoch {saved}" if saved else "no state was saved yet"
+        description = f"{type(error).__name__}: {error}"
+        try:
+            writer.log(f"Interrupted during epoch {self.tracker.epoch + 1} ({where}): {description}", style="red")
+        except Exception as log_error:  # noqa: BLE001 - the original error is the one to report
+            warnings.warn(f"could not write the log ({log_error}); {description}", ArtefactWarning, stacklevel=2)
+        writer.emit("experiment_interrupted", experiment_id=writer.experiment_id, error=description)
 
     def _loop(self, num_epochs: int, stream: BatchStream) -> None:
-        options, toolbox, writer = self._options(), self.toolbox, self.writer
+        options, toolbox, writer = self.options, self.toolbox, self.writer
         assert toolbox is not None and writer is not None
         iterations = options.iterations_per_epoch or stream.pass_length
         durations = [d for d in self.history.get("epoch duration", []) if math.isfinite(d)]
@@ -427,7 +542,11 @@ class Trainer(WithNetwork):
             last = epoch == num_epochs or self.tracker.stopped_early
             self._write_artefacts(epoch, improved, validation, details=last or epoch % options.plot_every == 0)
             writer.save_state(self._state(stream, num_epochs))
-            writer.emit("epoch_updated", experiment_id=writer.experiment_id, epoch=epoch, metrics=dict(row))
+            self._saved_epoch = epoch
+            best = self.tracker.best_score
+            writer.emit("epoch_updated", experiment_id=writer.experiment_id, epoch=epoch, metrics=dict(row),
+                        num_epochs=num_epochs, best_score=best if math.isfinite(best) else None,
+                        remaining_seconds=mean_duration * (num_epochs - epoch))
             writer.show(epoch_table(epoch, num_epochs, row, remaining_seconds=mean_duration * (num_epochs - epoch),
                                     improved=improved, prediction=_describe(prediction, epoch, mean_duration,
                                                                             num_epochs)))
@@ -456,7 +575,7 @@ class Trainer(WithNetwork):
         """Smooth the score, keep the best and count stale validations; True on a new best."""
         if validation is None:
             return False
-        tracker, options = self.tracker, self._options()
+        tracker, options = self.tracker, self.options
         tracker.smoothed_score = smooth_score(tracker.smoothed_score, validation.score, options.score_smoothing)
         improved = tracker.smoothed_score > tracker.best_score
         if improved:
@@ -473,12 +592,12 @@ class Trainer(WithNetwork):
         past = self.history.get("epoch", [])
         scores = [*self.history.get("val score", [math.nan] * len(past)), row["val score"]]
         pairs = [(e, s) for e, s in zip([*past, epoch], scores, strict=True) if math.isfinite(s)]
-        if len(pairs) < max(self._options().prediction_warmup, 1):
+        if len(pairs) < max(self.options.prediction_warmup, 1):
             return None
         epochs, values = [e for e, _ in pairs], [s for _, s in pairs]
         try:
             prediction = predict_score(values, epochs=epochs, bounds=self.score_bounds(),
-                                       warmup=self._options().prediction_warmup)
+                                       warmup=self.options.prediction_warmup)
         except ValueError:
             return None
         if prediction is not None:
@@ -497,7 +616,7 @@ class Trainer(WithNetwork):
 
     def _write_artefacts(self, epoch: int, improved: bool, validation: ValidationResult | None, *,
                          details: bool) -> None:
-        toolbox, writer, options = self.toolbox, self.writer, self._options()
+        toolbox, writer, options = self.toolbox, self.writer, self.options
         assert toolbox is not None and writer is not None
         model = toolbox.validation_model
         info = {"epoch": epoch, "weights": "ema" if toolbox.ema is not None else "raw",
@@ -535,38 +654,34 @@ class Trainer(WithNetwork):
             "rng": capture_rng_state(),
         }
 
-    def _load_state(self, state: Mapping[str, Any], num_epochs: int) -> None:
-        toolbox, writer = self.toolbox, self.writer
-        assert toolbox is not None and writer is not None
-        done = int(state["epoch"])
-        if num_epochs < done:
-            raise ValueError(f"the run already trained {done} epochs; ask for at least that many (got {num_epochs})")
+    def _load_state(self, state: Mapping[str, Any], num_epochs: int) -> list[str]:
+        """Put the saved state into the toolbox, tracker and RNGs; returns notes for the log."""
+        toolbox = self.toolbox
+        assert toolbox is not None
+        notes = []
         unwrap_compiled(toolbox.model).load_state_dict(state["model"])
         if toolbox.ema is not None:
             if state["ema"] is not None:
                 toolbox.ema.load_state_dict(state["ema"])
             else:
                 toolbox.ema = self.build_ema(toolbox.model)
-                writer.log("The saved run had no EMA: the average starts from the current weights")
+                notes.append("The saved run had no EMA: the average starts from the current weights")
         toolbox.optimizer.load_state_dict(state["optimizer"])
         toolbox.scheduler.load_state_dict(state["scheduler"])
         if toolbox.grad_scaler is not None and state["grad_scaler"] is not None:
             toolbox.grad_scaler.load_state_dict(state["grad_scaler"])
-        horizon = getattr(toolbox.scheduler, "max_steps", None)
-        if horizon is not None and num_epochs > horizon:
-            self._extend_schedule(toolbox.scheduler, num_epochs)
+        scheduler = toolbox.scheduler
+        if isinstance(scheduler, PolyLRScheduler) and num_epochs > scheduler.max_steps:
+            continuous = scheduler.base(scheduler.last_epoch) > 0
+            scheduler.extend(num_epochs, continuous=continuous)
+            notes.append(f"Schedule extended to {num_epochs} epochs ("
+                         f"{'continuing the decay' if continuous else 're-planned: the previous run had ended'}; "
+                         f"lr now {scheduler.lr_at(scheduler.last_epoch):.3g})")
         self.tracker = Tracker(**state["tracker"])
+        self._saved_epoch = self.tracker.epoch
         self.history = {k: list(v) for k, v in state["history"].items()}
         restore_rng_state(state["rng"])
-
-    def _extend_schedule(self, scheduler: PolyLRScheduler, num_epochs: int) -> None:
-        """Stretch the rest of the poly decay to ``num_epochs``; re-plan it when it had already reached 0."""
-        assert self.writer is not None
-        continuous = scheduler.base(scheduler.last_epoch) > 0
-        scheduler.extend(num_epochs, continuous=continuous)
-        self.writer.log(f"Schedule extended to {num_epochs} epochs ("
-                        f"{'continuing the decay' if continuous else 're-planned: the previous run had ended'}; "
-                        f"lr now {scheduler.lr_at(scheduler.last_epoch):.3g})")
+        return notes
 
     def _summary(self, folder: Path) -> TrainingSummary:
         checkpoints = {name: str(folder / name) for name in (LATEST, BEST, STATE) if (folder / name).is_file()}
@@ -585,27 +700,15 @@ def _describe(prediction: ScorePrediction | None, epoch: int, seconds_per_epoch:
     return f"max {prediction.max_score:.4f} at epoch {math.ceil(prediction.epoch)} (ETC {format_duration(eta)})"
 
 
-def _dataset_labels(data: Any) -> Mapping[str, int] | None:
-    """The ``{name: id}`` labels of a dataset, a RandomROIDataset's dataset or a DataLoader's dataset."""
-    for candidate in (data, getattr(data, "dataset", None), getattr(getattr(data, "dataset", None), "dataset", None),
-                      getattr(getattr(data, "annotations", None), "labels", None)):
-        labels = candidate if isinstance(candidate, Mapping) else getattr(candidate, "labels", None)
-        if isinstance(labels, Mapping) and labels:
-            return labels
-    return None
+def _case_source(train_data: Any) -> Any:
+    """The dataset of whole cases behind the training batches (a RandomROIDataset's or a DataLoader's)."""
+    return train_data.dataset if isinstance(train_data, RandomROIDataset | DataLoader) else train_data
 
 
-def _versions(bundle: str | None) -> dict[str, str | None]:
-    """Versions of mipcandy, torch, Python and the bundle's distribution."""
+def _versions() -> dict[str, str | None]:
+    """Versions of mipcandy, torch and Python."""
     try:
         core = metadata.version("mipcandy")
     except metadata.PackageNotFoundError:
         from mipcandy import __version__ as core
-    versions: dict[str, str | None] = {"mipcandy": core, "torch": torch.__version__,
-                                       "python": platform.python_version()}
-    if bundle is not None:
-        from mipcandy.plugins import get_plugin_manager
-
-        record = get_plugin_manager().require(bundle)
-        versions[f"bundle {bundle}"] = f"{record.distribution} {record.version}"
-    return versions
+    return {"mipcandy": core, "torch": torch.__version__, "python": platform.python_version()}

@@ -46,11 +46,3 @@ def build_optimizer(params: Iterable[Any], options: Mapping[str, Any]) -> Any:
     if unknown:
         raise ValueError(f"cmunext: unknown optimizer option(s) {unknown}; the options are {sorted(PAPER_SGD)}")
     return torch.optim.SGD(params, **{**PAPER_SGD, **options})
-
-
-@hookimpl
-def trainer_class() -> type:
-    """CMUNeXtTrainer, so that ``candy train`` names the experiments after the bundle."""
-    from candy_cmunext.bindings import CMUNeXtTrainer
-
-    return CMUNeXtTrainer

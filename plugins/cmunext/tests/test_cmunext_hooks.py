@@ -24,7 +24,7 @@ def _fresh_manager(monkeypatch):
 def test_discovered_with_metadata() -> None:
     record = get_plugin_manager().require("cmunext")
     assert (record.distribution, record.module) == ("candy-cmunext", "candy_cmunext.hooks")
-    assert record.hooks == ["build_network", "build_optimizer", "bundle_info", "trainer_class"]
+    assert record.hooks == ["build_network", "build_optimizer", "bundle_info"]
     assert record.info["dimensions"] == [2]
     assert record.info["variants"] == ["CMUNeXt-S", "CMUNeXt", "CMUNeXt-L"]
 
@@ -73,9 +73,3 @@ def test_discovery_does_not_import_torch() -> None:
     assert result.returncode == 0, result.stderr
     listed, torch_loaded = result.stdout.rsplit(" ", 1)
     assert ["cmunext", "ok"] in json.loads(listed) and torch_loaded.strip() == "False"
-
-
-def test_names_its_trainer() -> None:
-    from candy_cmunext import CMUNeXtTrainer
-
-    assert get_plugin_manager().call("cmunext", "trainer_class") is CMUNeXtTrainer

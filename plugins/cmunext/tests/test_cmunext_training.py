@@ -33,7 +33,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory):
 
 def test_trainer_steps_with_the_papers_optimizer(trained) -> None:
     trainer, summary = trained
-    assert summary.folder.parent.name == "CMUNeXtTrainer"
+    assert summary.folder.parent.name == "cmunext"
     optimizer = trainer.toolbox.optimizer
     assert isinstance(optimizer, torch.optim.SGD) and optimizer.param_groups[0]["momentum"] == 0.9
     rows = list(csv.DictReader((summary.folder / "metrics.csv").open(encoding="utf-8")))
@@ -60,5 +60,5 @@ def test_candy_train_one_epoch(tmp_path: Path) -> None:
                               "--epochs", "1", "--iterations", "1", "--folds", "2", "--device", "cpu", "--seed", "0",
                               "--bundle-option", "variant=CMUNeXt-S"])
     assert train_command.run(args) == 0
-    (experiment,) = (tmp_path / "out" / "CMUNeXtTrainer").iterdir()
+    (experiment,) = (tmp_path / "out").glob("*/cmunext/fold_0/2*")
     assert (experiment / "checkpoint_latest.safetensors").is_file()

@@ -44,11 +44,3 @@ def build_network(example_shape: Sequence[int], num_classes: int, options: Mappi
     from candy_monai.bridge import build_monai_network
 
     return build_monai_network(example_shape, num_classes, options)
-
-
-@hookimpl
-def trainer_class() -> type:
-    """MONAITrainer, so that ``candy train`` names the experiments after the bundle."""
-    from candy_monai.bindings import MONAITrainer
-
-    return MONAITrainer

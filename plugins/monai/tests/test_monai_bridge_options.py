@@ -31,7 +31,7 @@ def _fresh_manager(monkeypatch):
 def test_discovered_with_metadata() -> None:
     record = get_plugin_manager().require("monai")
     assert (record.distribution, record.module) == ("candy-monai", "candy_monai.hooks")
-    assert record.hooks == ["build_network", "bundle_info", "trainer_class"]
+    assert record.hooks == ["build_network", "bundle_info"]
     assert record.info["dimensions"] == [2, 3]
     assert record.info["variants"] == ["SegResNet", "SwinUNETR", "DynUNet", "AttentionUnet", "BasicUNetPlusPlus"]
     assert list(RECIPES) == list(hooks.NETWORKS)
@@ -45,12 +45,6 @@ def test_discovery_imports_neither_torch_nor_monai() -> None:
     assert result.returncode == 0, result.stderr
     listed, heavy_loaded = result.stdout.rsplit(" ", 1)
     assert ["monai", "ok"] in json.loads(listed) and heavy_loaded.strip() == "False"
-
-
-def test_names_its_trainer() -> None:
-    from candy_monai import MONAITrainer
-
-    assert get_plugin_manager().call("monai", "trainer_class") is MONAITrainer
 
 
 SUPPORTED = r"\['SegResNet', 'SwinUNETR', 'DynUNet', 'AttentionUnet', 'BasicUNetPlusPlus'\]"

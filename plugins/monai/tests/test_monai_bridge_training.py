@@ -37,7 +37,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory):
 
 def test_trainer_steps_a_monai_network_with_the_core_recipe(trained) -> None:
     trainer, summary = trained
-    assert summary.folder.parent.name == "MONAITrainer"
+    assert summary.folder.parent.name == "monai"
     assert isinstance(trainer.toolbox.model, nets.SegResNet)
     group = trainer.toolbox.optimizer.param_groups[0]  # nnU-Net's SGD, the core default
     assert isinstance(trainer.toolbox.optimizer, torch.optim.SGD) and group["momentum"] == 0.99 and group["nesterov"]
@@ -67,7 +67,7 @@ def test_candy_train_one_epoch(tmp_path: Path) -> None:
                               "--bundle-option", "network=BasicUNetPlusPlus", "--bundle-option",
                               "features=[4,4,8,8,16,4]"])
     assert train_command.run(args) == 0
-    (experiment,) = (tmp_path / "out" / "MONAITrainer").iterdir()
+    (experiment,) = (tmp_path / "out").glob("*/monai/fold_0/2*")
     assert (experiment / "checkpoint_latest.safetensors").is_file()
 
 

@@ -11,8 +11,9 @@ _LAZY = {
     "UNet": "candy_unet.unet",
     "make_unet2d": "candy_unet.unet",
     "make_unet3d": "candy_unet.unet",
-    "UNetTrainer": "candy_unet.unet_trainer",
-    "UNetPredictor": "candy_unet.unet_predictor",
+    "plan_topology": "candy_unet.unet",
+    "UNetTrainer": "candy_unet.bindings",
+    "UNetPredictor": "candy_unet.bindings",
 }
 __all__ = list(_LAZY)
 

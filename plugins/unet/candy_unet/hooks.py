@@ -17,8 +17,14 @@ def bundle_info() -> dict[str, Any]:
 
 @hookimpl
 def build_network(example_shape: Sequence[int], num_classes: int, options: Mapping[str, Any]) -> Any:
-    """Pick the 2D or 3D builder from the input's rank; remaining options go to the builder."""
-    from candy_unet.unet import make_unet2d, make_unet3d
+    """Pick the 2D or 3D builder from the input's rank and plan the topology from the patch as nnU-Net does.
+
+    Without ``hidden_chs``/``strides`` in ``options``, the depth and per-axis strides come from
+    :func:`~candy_unet.unet.plan_topology` of the patch (deterministic, so the predictor rebuilds the same
+    network); the remaining options go to ``make_unet2d``/``make_unet3d``. Every head is built; deep supervision
+    starts off (the trainer switches it with ``set_deep_supervision``).
+    """
+    from candy_unet.unet import make_unet2d, make_unet3d, plan_topology
 
     options = dict(options)
     ndim = len(example_shape) - 1
@@ -28,13 +34,10 @@ def build_network(example_shape: Sequence[int], num_classes: int, options: Mappi
                          f"variants are {sorted(VARIANTS)}")
     if ndim not in (2, 3):
         raise ValueError(f"unet: expected an input shaped (C, H, W) or (C, D, H, W), got {tuple(example_shape)}")
+    if "deep_supervision" in options:
+        raise ValueError("unet: deep_supervision is a training option (train(..., deep_supervision=True) or candy "
+                         "train --deep-supervision), not a bundle option")
+    if not {"hidden_chs", "strides"} & set(options):
+        options.update(plan_topology(example_shape[1:]))
     builder = make_unet2d if ndim == 2 else make_unet3d
     return builder(example_shape[0], num_classes, **options)
-
-
-@hookimpl
-def trainer_class() -> type:
-    """UNetTrainer: deep-supervision weights sized to the network's outputs, depth planned from the patch."""
-    from candy_unet.unet_trainer import UNetTrainer
-
-    return UNetTrainer

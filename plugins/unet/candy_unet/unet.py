@@ -52,8 +52,8 @@ class UNet(nn.Module):
 
     ``forward`` returns ``(B, num_classes, *spatial)``, or with ``deep_supervision`` a list with one such
     output per decoder stage, full resolution first (output ``i`` is downsampled by ``output_strides[i]``).
-    ``deep_supervision`` is a plain attribute: switch it off for inference. Spatial sizes must be multiples
-    of ``divisibility``.
+    Switch the heads with :meth:`set_deep_supervision` (the ``DeepSupervisedNetwork`` protocol). Spatial sizes
+    must be multiples of ``divisibility``.
     """
 
     def __init__(self, in_ch: int, num_classes: int, *, hidden_chs: Sequence[int], strides: Sequence[Axes],
@@ -82,6 +82,10 @@ class UNet(nn.Module):
                                            (1,) * self.ndim) for s in deep_to_shallow)
         self.heads = nn.ModuleList(conv.assemble(hidden_chs[s - 1], num_classes, 1) for s in deep_to_shallow)
         self.apply(init_he)
+
+    def set_deep_supervision(self, enabled: bool) -> None:
+        """Return every decoder head's output (``True``) or only the full-resolution one (``False``)."""
+        self.deep_supervision = bool(enabled)
 
     @property
     def divisibility(self) -> Axes:
@@ -114,6 +118,21 @@ class UNet(nn.Module):
             if self.deep_supervision:
                 outputs.append(head(x))
         return outputs[::-1] if self.deep_supervision else self.heads[-1](x)
+
+
+DEFAULT_CHANNELS = {2: (32, 64, 128, 256, 512, 512, 512), 3: (32, 64, 128, 256, 320, 320)}
+MIN_FEATURE_SIZE = 4
+
+
+def plan_topology(patch: Sequence[int]) -> dict[str, Any]:
+    """``hidden_chs`` and per-stage ``strides`` for a patch, as nnU-Net plans them: an axis is halved while its
+    feature map stays at least 4 voxels, up to the default number of stages (7 in 2D, 6 in 3D), so every planned
+    patch fits the network's divisibility."""
+    channels = DEFAULT_CHANNELS[len(patch)]
+    pools = [max(0, int(math.floor(math.log2(size / MIN_FEATURE_SIZE)))) for size in patch]
+    stages = min(len(channels), max(pools) + 1)
+    strides = [[1] * len(patch)] + [[2 if stage <= p else 1 for p in pools] for stage in range(1, stages)]
+    return {"hidden_chs": channels[:stages], "strides": strides}
 
 
 def _positive_int(name: str, value: Any, what: str) -> int:

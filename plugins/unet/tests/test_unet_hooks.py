@@ -24,7 +24,7 @@ def _fresh_manager(monkeypatch):
 def test_discovered_with_metadata() -> None:
     record = get_plugin_manager().require("unet")
     assert (record.distribution, record.module) == ("candy-unet", "candy_unet.hooks")
-    assert record.hooks == ["build_network", "bundle_info", "trainer_class"]
+    assert record.hooks == ["build_network", "bundle_info"]
     assert record.info["dimensions"] == [2, 3] and record.info["variants"] == ["2d", "3d"]
 
 
@@ -51,9 +51,3 @@ def test_discovery_does_not_import_torch() -> None:
     assert result.returncode == 0, result.stderr
     listed, torch_loaded = result.stdout.rsplit(" ", 1)
     assert ["unet", "ok"] in json.loads(listed) and torch_loaded.strip() == "False"
-
-
-def test_names_its_trainer() -> None:
-    from candy_unet.unet_trainer import UNetTrainer
-
-    assert get_plugin_manager().call("unet", "trainer_class") is UNetTrainer

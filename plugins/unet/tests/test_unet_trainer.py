@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from candy_unet.unet_trainer import UNetTrainer
-from mipcandy.common.optim import DeepSupervisionWrapper
+from candy_unet import UNetTrainer
+from mipcandy.common.optim import DeepSupervisionWrapper, deep_supervision_weights
 from mipcandy.data.dataset import dataset_from_tensors
 from mipcandy.data.geometry import Geometry
 from mipcandy.data.roi import RandomROIDataset
@@ -31,12 +31,12 @@ def test_unet_trainer_trains_with_and_without_deep_supervision(data, tmp_path: P
     trainer = UNetTrainer(tmp_path, *data, console=Console(quiet=True))
     summary = trainer.train(2, num_classes=3, iterations_per_epoch=2, seed=0, deep_supervision=deep_supervision,
                             bundle_options={"hidden_chs": (8, 16, 32, 32)}, preview=False)
-    criterion, network = trainer.toolbox.criterion, trainer.network
+    criterion, network = trainer.toolbox.criterion, trainer.toolbox.model
     assert network.deep_supervision is deep_supervision  # validation switched it off and back on
     if deep_supervision:
-        assert isinstance(criterion, DeepSupervisionWrapper)
-        assert len(criterion.weights) == len(network.output_strides) == 3
-        assert criterion.weights == pytest.approx([2 / 3, 1 / 3, 0.0])
+        assert isinstance(criterion, DeepSupervisionWrapper) and criterion.weights is None  # sized from the outputs
+        assert len(network.output_strides) == 3
+        assert deep_supervision_weights(3) == pytest.approx([2 / 3, 1 / 3, 0.0])  # nnU-Net's 1/2^i, last at 0
         assert [s[1:] for s in trainer.sanity.output_shapes] == [(3, 32, 32), (3, 16, 16), (3, 8, 8)]
     else:
         assert not isinstance(criterion, DeepSupervisionWrapper)

@@ -7,7 +7,7 @@ Every transform takes ``(image, label, generator)`` with image ``(B, C, *spatial
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -19,6 +19,13 @@ class Transform(Protocol):
     def __call__(
         self, image: Tensor, label: Tensor | None, generator: torch.Generator
     ) -> tuple[Tensor, Tensor | None]: ...
+
+
+@runtime_checkable
+class DescribedTransform(Protocol):
+    """A transform that states its settings (JSON), so that the experiment record can keep them."""
+
+    settings: dict[str, Any]
 
 
 def validate_batch(image: Tensor, label: Tensor | None, generator: torch.Generator, *, where: str) -> None:

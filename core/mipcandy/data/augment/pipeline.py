@@ -13,6 +13,7 @@ For GPU augmentation, call the pipeline on the moved batch in the training loop 
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -59,7 +60,8 @@ class NNUNetAugmentation(Compose):
     (p 0.3), both 0.7-1.5 with mean/std retained, mirroring (p 0.5 per axis). A probability of 0 drops the step.
     ``dummy_2d`` (3D only) confines rotation, scaling and low resolution to the (H, W) plane, as nnU-Net does for
     anisotropic patches; :meth:`for_patch_size` decides it and the rotation range from the patch like nnU-Net.
-    Labels are resampled ``"nearest"`` by default (fast); ``label_mode="onehot"`` is nnU-Net's per-class linear
+    ``settings`` holds the constructor's arguments (JSON), which the experiment record keeps. Labels are resampled
+    ``"nearest"`` by default (fast); ``label_mode="onehot"`` is nnU-Net's per-class linear
     resampling. ``patch_size`` centre-crops an enlarged input patch, as nnU-Net's loader does, so that rotated
     samples see real context rather than zero borders.
     """
@@ -79,6 +81,8 @@ class NNUNetAugmentation(Compose):
                  gamma_retain_stats: bool = True,
                  p_mirror: float = 0.5, mirror_axes: Sequence[int] | None = None,
                  inplace: bool = False) -> None:
+        arguments = {name: value for name, value in locals().items() if name != "self" and not name.startswith("_")}
+        self.settings: dict[str, Any] = json.loads(json.dumps(arguments))
         if ndim not in (2, 3):
             raise ValueError(f"NNUNetAugmentation: ndim must be 2 or 3, got {ndim}")
         if dummy_2d and ndim != 3:
