@@ -124,10 +124,10 @@ def test_an_incompatible_dataset_is_refused_before_anything_is_written(tmp_path:
 
 
 def test_checkpoints_without_a_state_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    _, folder = train(tmp_path, capsys)
+    _, folder = train(tmp_path, capsys, epochs=2)
     (folder / "training_state.safetensors").unlink()
     message = refused(folder, capsys, "--epochs", "3")
-    assert "checkpoints but no training_state.safetensors" in message
+    assert "checkpoints of 2 epochs but no training_state.safetensors" in message
 
 
 def test_a_state_that_does_not_fit_the_network_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -7,10 +7,10 @@ fold K, ``--fold all`` trains on every case (nnU-Net's meaning) and ``--fold cv`
 summary table.
 
 ``candy train --resume FOLDER`` continues a run from its folder alone: the bundle, dataset, split, sampling,
-options and cache all come from its record (``config.json``). ``--epochs`` may extend it, and ``--device`` and
-``--workers`` change how it runs; any other flag is refused unless it equals what was recorded. A dataset whose
-cases or files changed since the run started is refused, naming them. Nothing in the folder changes before every
-check has passed. torch is imported inside :func:`train_from_args` only.
+options and cache all come from its record (``config.json``). ``--epochs`` may extend it, and ``--device``,
+``--workers`` and ``--track`` change how it runs; any other flag is refused unless it equals what was recorded.
+A dataset whose cases or files changed since the run started is refused, naming them. Nothing in the folder
+changes before every check has passed. torch is imported inside :func:`train_from_args` only.
 """
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ from mipcandy.cli.arguments import positive_int
 DEFAULTS: dict[str, Any] = {"bundle": "unet", "fold": 0, "folds": 5, "epochs": 1000, "iterations": 250,
                             "batch_size": 2, "deep_supervision": False, "ema": False, "amp": False, "seed": None,
                             "device": "auto", "workers": 0, "bundle_option": [], "no_augmentation": False,
-                            "output": "experiments", "dataset": None}
-RESUME_SAFE = ("epochs", "device", "workers")  # flags a resume may change
+                            "output": "experiments", "dataset": None, "track": ""}
+RESUME_SAFE = ("epochs", "device", "workers", "track")  # flags a resume may change (not its results)
 
 
 class ResumeRefused(ValueError):
@@ -79,6 +79,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="an option for the bundle's build_network, e.g. hidden_chs=[16,32,64] (repeatable)")
     parser.add_argument("--no-augmentation", action="store_true", default=None,
                         help="train without nnU-Net's default augmentation")
+    parser.add_argument("--track", metavar="NAMES", help="tracking frontends for the run's events, comma-separated "
+                                                         "(e.g. mlflow,wandb; `candy plugins` lists them)")
     parser.add_argument("--resume", metavar="FOLDER", help="continue the experiment in FOLDER from its record")
     parser.add_argument("--output", metavar="DIR", help="where experiment folders go (default: ./experiments)")
 
@@ -90,6 +92,11 @@ def _given(args: argparse.Namespace) -> dict[str, Any]:
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
     return {**DEFAULTS, **_given(args)}
+
+
+def _track(names: str) -> tuple[str, ...]:
+    """``mlflow,wandb`` -> ``("mlflow", "wandb")``."""
+    return tuple(name.strip() for name in names.split(",") if name.strip())
 
 
 def _trainer_class(bundle: str) -> Any:
@@ -140,7 +147,7 @@ def train_from_args(args: argparse.Namespace) -> list[Any]:
 
     options = {"bundle": settings["bundle"], "iterations_per_epoch": settings["iterations"],
                "ema": settings["ema"], "amp": settings["amp"], "deep_supervision": settings["deep_supervision"],
-               "seed": settings["seed"], "num_workers": settings["workers"],
+               "seed": settings["seed"], "num_workers": settings["workers"], "track": _track(settings["track"]),
                "bundle_options": dict(settings["bundle_option"])}
     folds = list(range(num_folds)) if fold == "cv" else [fold]
     return run_folds(make_trainer, folds, settings["epochs"], **options)
@@ -186,8 +193,8 @@ def _check_flags(folder: Path, spec: Any, given: dict[str, Any]) -> None:
             problems.append(f"--{name.replace('_', '-')} {json.dumps(value) if name != 'output' else value}{shown}")
     if problems:
         raise ResumeRefused(f"--resume {folder} continues the recorded run; these flags would change it: "
-                            f"{', '.join(problems)}. Drop them (only --epochs, --device and --workers may change), "
-                            "or start a new run without --resume")
+                            f"{', '.join(problems)}. Drop them (only --epochs, --device, --workers and --track may "
+                            "change), or start a new run without --resume")
 
 
 def _resume(folder: Path, given: dict[str, Any]) -> Any:
@@ -217,6 +224,8 @@ def _resume(folder: Path, given: dict[str, Any]) -> Any:
     trainer = _trainer_class(spec.options.bundle)(folder.parent, patches, data.subset(spec.data.val_cases),
                                                   device=given.get("device", DEFAULTS["device"]))
     runtime = {"num_workers": given["workers"]} if "workers" in given else {}
+    if "track" in given:
+        runtime["track"] = _track(given["track"])
     return trainer.recover_from(folder).continue_training(given.get("epochs"), **runtime)
 
 

@@ -37,6 +37,7 @@ from mipcandy.common.optim import ExponentialMovingAverage, PolyLRScheduler
 from mipcandy.common.regressions import ScorePrediction, predict_score
 from mipcandy.data.dataset import CaseSource, DatasetDescription
 from mipcandy.data.roi import RandomROIDataset
+from mipcandy.frontend import open_frontends
 from mipcandy.layer import WithNetwork, unwrap_compiled
 from mipcandy.plugins import get_plugin_manager
 from mipcandy.training.checkpoint import load_state
@@ -44,7 +45,6 @@ from mipcandy.training.console import epoch_table, format_duration, sanity_table
 from mipcandy.training.experiment import (
     BEST,
     LATEST,
-    METRICS,
     STATE,
     ArtefactWarning,
     ExperimentWriter,
@@ -80,7 +80,7 @@ class Tracker:
     stopped_early: bool = False
 
 
-RUNTIME_OPTIONS = ("num_workers",)  # options a resumed run may change: they do not change its results
+RUNTIME_OPTIONS = ("num_workers", "track")  # options a resumed run may change: they do not change its results
 
 
 class ResumeError(ValueError):
@@ -167,17 +167,19 @@ class Trainer(WithNetwork):
     def recover_from(self, folder: str | Path) -> Self:
         """Read an experiment folder's record and last saved state; ``continue_training`` then resumes it.
 
-        Nothing is written here. A folder whose run saved checkpoints but no training state is refused (it cannot
-        continue exactly); a run killed before anything was saved restarts in the same folder with the same seed.
+        Nothing is written here. A folder whose run saved checkpoints of several epochs but no training state is
+        refused (it cannot continue exactly); a run killed before its first state was saved (the state follows the
+        first epoch's checkpoint) restarts in the same folder with the same seed, and so redoes that epoch exactly.
         """
         folder = Path(folder)
         spec = read_experiment_spec(folder)
         state_path = folder / STATE
         if state_path.is_file():
             state = load_state(state_path)
-        elif any((folder / name).is_file() for name in (LATEST, BEST, METRICS)):
-            raise ResumeError(f"{folder} holds checkpoints but no {STATE}: it cannot continue exactly where it "
-                              f"stopped. Start a new run, or predict with its checkpoint instead")
+        elif _checkpointed_epochs(folder) > 1:
+            raise ResumeError(f"{folder} holds checkpoints of {_checkpointed_epochs(folder)} epochs but no {STATE}: "
+                              "it cannot continue exactly where it stopped. Start a new run, or predict with its "
+                              "checkpoint instead")
         else:
             state = None
         self._recovery = Recovery(folder, spec, state)
@@ -354,19 +356,36 @@ class Trainer(WithNetwork):
         self._options = options
         set_seed(options.seed, deterministic=options.deterministic)
         stream = BatchStream(self.train_data, num_workers=options.num_workers)
+        frontends = None
         try:
             notes = self._prepare(stream, num_epochs, recovery)
             spec = self._record(num_epochs, recovery)
+            root = self.root if recovery is None else _experiment_root(recovery.folder, spec)
+            if self.is_main_process:
+                frontends = open_frontends(options.track, root=root)
             if recovery is None:
                 folder, spec = create_experiment_folder(self.root / self._folder_parts(), spec)
             else:
                 folder = recovery.folder
         except BaseException:
             stream.close()
+            if frontends is not None:
+                frontends.close()
             raise
         self.spec = spec
-        self.writer = writer = ExperimentWriter(folder, folder.name, console=self.console,
-                                                is_main_process=self.is_main_process, events=self.events)
+        self.writer = ExperimentWriter(folder, folder.name, console=self.console,
+                                       is_main_process=self.is_main_process, events=self.events, frontends=frontends)
+        try:
+            return self._train(folder, spec, root, num_epochs, recovery, notes, stream)
+        finally:
+            if frontends is not None:
+                frontends.close()
+
+    def _train(self, folder: Path, spec: ExperimentSpec, root: Path, num_epochs: int, recovery: Recovery | None,
+               notes: list[str], stream: BatchStream) -> TrainingSummary:
+        """Announce the run, train its epochs and report how it ended."""
+        writer, options = self.writer, self.options
+        assert writer is not None
         if recovery is not None:
             writer.remove_stale_temporaries()
             spec.write(folder)
@@ -378,9 +397,9 @@ class Trainer(WithNetwork):
         assert self.sanity is not None and self.toolbox is not None
         if recovery is None or recovery.state is None:
             writer.log(f"Experiment {folder}", style="bold")
-            writer.emit("experiment_created", experiment_id=writer.experiment_id, folder=folder,
-                        config=spec.to_json(), root=self.root, model_summary=str(unwrap_compiled(self.toolbox.model)),
-                        num_parameters=self.sanity.num_trainable_params, num_macs=self.sanity.macs_per_sample)
+        writer.emit("experiment_created", experiment_id=writer.experiment_id, folder=folder, config=spec.to_json(),
+                    root=root, model_summary=str(unwrap_compiled(self.toolbox.model)),
+                    num_parameters=self.sanity.num_trainable_params, num_macs=self.sanity.macs_per_sample)
         for note in notes:
             writer.log(note)
         if options.amp and self.device.type != "cuda":
@@ -703,6 +722,21 @@ def _describe(prediction: ScorePrediction | None, epoch: int, seconds_per_epoch:
 def _case_source(train_data: Any) -> Any:
     """The dataset of whole cases behind the training batches (a RandomROIDataset's or a DataLoader's)."""
     return train_data.dataset if isinstance(train_data, RandomROIDataset | DataLoader) else train_data
+
+
+def _checkpointed_epochs(folder: Path) -> int:
+    """The epochs a folder's artefacts say were trained: its latest checkpoint's (else 0)."""
+    sidecar = (folder / LATEST).with_suffix(".json")
+    try:
+        return int(json.loads(sidecar.read_text(encoding="utf-8"))["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 1 if (folder / LATEST).is_file() or (folder / BEST).is_file() else 0
+
+
+def _experiment_root(folder: Path, spec: ExperimentSpec) -> Path:
+    """The root a run's folder was created under: above ``<dataset>/<bundle>[/fold_<k>]/<timestamp>``."""
+    levels = 3 + (spec.data is not None and spec.data.fold is not None)
+    return folder.parents[levels - 1]
 
 
 def _versions() -> dict[str, str | None]:
