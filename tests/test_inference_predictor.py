@@ -14,11 +14,12 @@ import torch
 from torch import nn
 
 from mipcandy.cli import predict_command
+from mipcandy.data.cases import parse_predictant
 from mipcandy.data.dataset import DatasetError, dataset_from_tensors
 from mipcandy.data.geometry import Geometry
 from mipcandy.data.io import fast_load
 from mipcandy.data.preprocessing_plan import PreprocessingPlan
-from mipcandy.inference.predictor import Predictor, parse_predictant
+from mipcandy.inference.predictor import Predictor
 from mipcandy.layer import save_weights
 from mipcandy.training.options import TrainingOptions
 from mipcandy.training.spec import ExperimentSpec

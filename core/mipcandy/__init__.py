@@ -67,7 +67,7 @@ _LAZY: dict[str, str] = {
     # inference, evaluation, metrics
     "Predictor": "mipcandy.inference.predictor",
     "Prediction": "mipcandy.inference.predictor",
-    "parse_predictant": "mipcandy.inference.predictor",
+    "parse_predictant": "mipcandy.data.cases",
     "sliding_window_inference": "mipcandy.inference.sliding_window",
     "keep_largest_component": "mipcandy.inference.postprocess",
     "Evaluator": "mipcandy.evaluation.evaluator",
@@ -138,6 +138,7 @@ if TYPE_CHECKING:  # the same names for type checkers and IDEs (tests/test_publi
     from mipcandy.common.regressions import quotient_regression as quotient_regression
     from mipcandy.data.augment.monai_transform import MONAITransform as MONAITransform
     from mipcandy.data.augment.pipeline import NNUNetAugmentation as NNUNetAugmentation
+    from mipcandy.data.cases import parse_predictant as parse_predictant
     from mipcandy.data.conversion import convert_ids_to_logits as convert_ids_to_logits
     from mipcandy.data.conversion import convert_logits_to_ids as convert_logits_to_ids
     from mipcandy.data.dataset import BinarizedDataset as BinarizedDataset
@@ -168,7 +169,6 @@ if TYPE_CHECKING:  # the same names for type checkers and IDEs (tests/test_publi
     from mipcandy.inference.postprocess import keep_largest_component as keep_largest_component
     from mipcandy.inference.predictor import Prediction as Prediction
     from mipcandy.inference.predictor import Predictor as Predictor
-    from mipcandy.inference.predictor import parse_predictant as parse_predictant
     from mipcandy.inference.sliding_window import sliding_window_inference as sliding_window_inference
     from mipcandy.layer import HasDevice as HasDevice
     from mipcandy.layer import LayerT as LayerT

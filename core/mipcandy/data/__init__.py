@@ -23,6 +23,8 @@ if TYPE_CHECKING:  # the same names for type checkers and IDEs (tests/test_publi
     from mipcandy.data.augment.pipeline import worker_generator as worker_generator
     from mipcandy.data.augment.spatial import Mirror as Mirror
     from mipcandy.data.augment.spatial import SpatialTransform as SpatialTransform
+    from mipcandy.data.cases import CaseInput as CaseInput
+    from mipcandy.data.cases import parse_predictant as parse_predictant
     from mipcandy.data.conversion import convert_ids_to_logits as convert_ids_to_logits
     from mipcandy.data.conversion import convert_logits_to_ids as convert_logits_to_ids
     from mipcandy.data.conversion import is_sigmoid_output as is_sigmoid_output
@@ -30,6 +32,8 @@ if TYPE_CHECKING:  # the same names for type checkers and IDEs (tests/test_publi
     from mipcandy.data.dataset import BinarizedDataset as BinarizedDataset
     from mipcandy.data.dataset import CaseDataset as CaseDataset
     from mipcandy.data.dataset import CaseReader as CaseReader
+    from mipcandy.data.dataset import CaseSource as CaseSource
+    from mipcandy.data.dataset import DatasetDescription as DatasetDescription
     from mipcandy.data.dataset import DatasetError as DatasetError
     from mipcandy.data.dataset import MemoryReader as MemoryReader
     from mipcandy.data.dataset import MergedDataset as MergedDataset
@@ -47,6 +51,7 @@ if TYPE_CHECKING:  # the same names for type checkers and IDEs (tests/test_publi
     from mipcandy.data.inspection import InspectionAnnotations as InspectionAnnotations
     from mipcandy.data.inspection import inspect as inspect
     from mipcandy.data.inspection import load_inspection_annotations as load_inspection_annotations
+    from mipcandy.data.integrity import CorruptImageError as CorruptImageError
     from mipcandy.data.intensity_stats import IntensityStats as IntensityStats
     from mipcandy.data.io import SUPPORTED_SUFFIXES as SUPPORTED_SUFFIXES
     from mipcandy.data.io import GeometryDroppedWarning as GeometryDroppedWarning
@@ -115,9 +120,14 @@ _LAZY: dict[str, str] = {
     # --- other helpers: add further names below this line, one block per module ---
     # more datasets, folds, synthetic data (H2)
     "CaseDataset": "mipcandy.data.dataset",
+    "CaseSource": "mipcandy.data.dataset",
+    "DatasetDescription": "mipcandy.data.dataset",
+    "CaseInput": "mipcandy.data.cases",
+    "parse_predictant": "mipcandy.data.cases",
     "CaseReader": "mipcandy.data.dataset",
     "UnsupervisedDataset": "mipcandy.data.dataset",
     "DatasetError": "mipcandy.data.dataset",
+    "CorruptImageError": "mipcandy.data.integrity",
     "MemoryReader": "mipcandy.data.dataset",
     "dataset_from_tensors": "mipcandy.data.dataset",
     "FileReader": "mipcandy.data.files",

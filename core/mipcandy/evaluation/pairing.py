@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from mipcandy.data.cases import parse_predictant
+from mipcandy.data.dataset import DatasetError
 from mipcandy.data.io import SUPPORTED_SUFFIXES, image_suffix
 
 PathLike = str | os.PathLike[str]
@@ -19,32 +21,29 @@ class PairingError(ValueError):
     """Prediction and reference folders that do not hold the same cases."""
 
 
-def _case_name(path: Path) -> str | None:
-    """The case name of an image file (its name without the supported ending), or None for other files."""
-    if path.name.startswith(".") or not path.is_file():
-        return None
-    try:
-        suffix = image_suffix(path)
-    except ValueError:
-        return None
-    return path.name[: -len(suffix)]
-
-
 def list_cases(folder: PathLike) -> dict[str, Path]:
-    """Case name -> image file of ``folder``, sorted by case name."""
+    """Case name -> image file of ``folder``, sorted by case name (read by the predictor's input adapter,
+    :func:`~mipcandy.data.cases.parse_predictant`, one file per case)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} is not a folder; pass the folder that holds one image file per case")
-    files: dict[str, list[Path]] = {}
-    for path in sorted(folder.iterdir()):
-        name = _case_name(path)
-        if name is not None:
-            files.setdefault(name, []).append(path)
-    clashes = {name: paths for name, paths in files.items() if len(paths) > 1}
-    if clashes:
-        listing = "; ".join(f"{name}: {', '.join(p.name for p in paths)}" for name, paths in sorted(clashes.items()))
-        raise PairingError(f"{folder} holds several files for one case ({listing}); keep one file per case")
-    return {name: paths[0] for name, paths in sorted(files.items())}
+    if not any(path.is_file() and image_suffix_or_none(path) for path in folder.iterdir()):
+        return {}
+    try:
+        cases = parse_predictant(folder, channels=False)
+    except DatasetError as error:
+        raise PairingError(f"{folder} holds several files for one case: {'; '.join(error.problems)}") from None
+    return {case.case_id: case.files[0] for case in cases}
+
+
+def image_suffix_or_none(path: Path) -> str | None:
+    """The supported image ending of ``path``, or None for other and hidden files."""
+    if path.name.startswith("."):
+        return None
+    try:
+        return image_suffix(path)
+    except ValueError:
+        return None
 
 
 def pair_folders(predictions: PathLike, references: PathLike) -> list[tuple[str, Path, Path]]:

@@ -18,8 +18,6 @@ _LAZY: dict[str, str] = {
     "keep_largest_component": "mipcandy.inference.postprocess",
     "Predictor": "mipcandy.inference.predictor",
     "Prediction": "mipcandy.inference.predictor",
-    "PredictionCase": "mipcandy.inference.predictor",
-    "parse_predictant": "mipcandy.inference.predictor",
     "probabilities_to_labels": "mipcandy.inference.predictor",
     "restore_probabilities": "mipcandy.inference.predictor",
     "write_probabilities": "mipcandy.inference.predictor",

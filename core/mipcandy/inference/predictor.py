@@ -14,10 +14,8 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -28,12 +26,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import Tensor, nn
 
 from mipcandy.atomic import atomic_path
+from mipcandy.data.cases import CaseInput, parse_predictant
 from mipcandy.data.conversion import convert_logits_to_ids
 from mipcandy.data.cropping import bbox_slices
-from mipcandy.data.dataset import DatasetError
-from mipcandy.data.files import FileReader
 from mipcandy.data.geometry import Geometry
-from mipcandy.data.io import SUPPORTED_SUFFIXES, fast_save, image_suffix, save_image
+from mipcandy.data.io import fast_save, save_image
 from mipcandy.data.preprocessing_plan import CaseProperties, PreprocessingPlan, preprocess_case, restore_case
 from mipcandy.inference.postprocess import keep_largest_component, logits_to_probabilities
 from mipcandy.inference.sliding_window import sliding_window_inference
@@ -44,7 +41,7 @@ from mipcandy.training.spec import read_experiment_spec
 
 __all__ = [
     "Prediction",
-    "PredictionCase",
+    "CaseInput",
     "Predictor",
     "parse_predictant",
     "probabilities_to_labels",
@@ -54,147 +51,7 @@ __all__ = [
 
 CHECKPOINTS = {"best": BEST, "latest": LATEST}
 ProbabilityFormat = Literal["npz", "safetensors"]
-_CHANNEL_FILE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 _BUFFER_SHARE = 0.5  # aggregate on the accelerator while the case's buffers take at most this share of free memory
-
-
-# ---- inputs -------------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class PredictionCase:
-    """One case to predict: its id, how to load ``(image, geometry)``, and the files it comes from.
-
-    ``properties`` is set when the image is already preprocessed (a preprocessed dataset): it is then fed to the
-    network as it is and the prediction restored with these properties.
-    """
-
-    case_id: str
-    loader: Callable[[], tuple[Tensor, Geometry | None]]
-    files: tuple[Path, ...] = ()
-    properties: CaseProperties | None = None
-
-    def load(self) -> tuple[Tensor, Geometry | None]:
-        return self.loader()
-
-    @property
-    def file_ending(self) -> str | None:
-        """The ending of the case's first file (predictions are written in the same format), if from files."""
-        return image_suffix(self.files[0]) if self.files else None
-
-
-def parse_predictant(x: Any, *, ndim: int | None = None, num_channels: int | None = None) -> list[PredictionCase]:
-    """The cases in ``x``: a file, a folder, a list of files or tensors, a tensor, or a dataset.
-
-    Files named ``CASE_XXXX<ending>`` are grouped into case ``CASE`` with channels in index order (nnU-Net); other
-    files are one case each, named by their stem. A folder's images are taken in sorted order (hidden and
-    non-image files are skipped). With ``num_channels``, every case must have exactly channels ``0..n-1``; a missing
-    or extra channel file raises a :class:`DatasetError` naming the case. A tensor is one case ``(C, *spatial)``, or
-    a batch ``(B, C, *spatial)`` when it has ``ndim + 2`` axes; tensors are named ``case0000``, ``case0001``... A
-    dataset (``case_ids``, ``image(i)``, ``geometry(i)``) keeps its ids, and its ``properties(i)`` when it has them.
-    """
-    if isinstance(x, Tensor):
-        return _tensor_cases([x] if ndim is None or x.ndim != ndim + 2 else list(x))
-    if isinstance(x, str | os.PathLike):
-        path = Path(x)
-        if path.is_dir():
-            return sorted(_file_cases(_folder_images(path), num_channels, source=str(path)), key=_case_key)
-        if not path.exists():
-            raise FileNotFoundError(f"input {path} does not exist; pass an image file, a folder of images, a list, a "
-                                    "tensor or a dataset")
-        return _file_cases([path], num_channels, source=str(path))
-    if hasattr(x, "case_ids") and hasattr(x, "image") and hasattr(x, "geometry"):
-        return _dataset_cases(x)
-    if isinstance(x, Sequence) and not isinstance(x, str | bytes):
-        items = list(x)
-        if not items:
-            raise ValueError("nothing to predict: the input list is empty")
-        if all(isinstance(item, Tensor) for item in items):
-            return _tensor_cases(items)
-        if all(isinstance(item, str | os.PathLike) for item in items):
-            missing = [str(p) for p in items if not Path(p).is_file()]
-            if missing:
-                raise FileNotFoundError(f"input file(s) {missing} do not exist")
-            return _file_cases([Path(p) for p in items], num_channels, source="the input list")
-        kinds = sorted({type(item).__name__ for item in items})
-        raise TypeError(f"an input list holds either image paths or tensors, not a mix of {kinds}")
-    raise TypeError(f"cannot predict a {type(x).__name__}: pass an image file, a folder, a list of files or tensors, "
-                    "a (C, *spatial) tensor or a dataset")
-
-
-def _case_key(case: PredictionCase) -> str:
-    return case.case_id
-
-
-def _tensor_cases(tensors: Sequence[Tensor]) -> list[PredictionCase]:
-    return [PredictionCase(f"case{i:04d}", partial(_in_memory, t)) for i, t in enumerate(tensors)]
-
-
-def _in_memory(tensor: Tensor) -> tuple[Tensor, Geometry | None]:
-    return tensor, None
-
-
-def _dataset_cases(dataset: Any) -> list[PredictionCase]:
-    with_properties = callable(getattr(dataset, "properties", None))
-    return [PredictionCase(case_id, partial(_dataset_case, dataset, i),
-                           properties=dataset.properties(i) if with_properties else None)
-            for i, case_id in enumerate(dataset.case_ids)]
-
-
-def _dataset_case(dataset: Any, i: int) -> tuple[Tensor, Geometry | None]:
-    return dataset.image(i), dataset.geometry(i)
-
-
-def _folder_images(folder: Path) -> list[Path]:
-    images = [p for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".")
-              and p.name.lower().endswith(SUPPORTED_SUFFIXES) and p.name.lower() not in SUPPORTED_SUFFIXES]
-    if not images:
-        raise FileNotFoundError(f"{folder} holds no images ({', '.join(SUPPORTED_SUFFIXES)})")
-    return images
-
-
-def _file_cases(paths: Sequence[Path], num_channels: int | None, *, source: str) -> list[PredictionCase]:
-    """Group channel files into cases, in order of first appearance, checking the channels of every case."""
-    groups: dict[str, dict[int, Path]] = {}
-    grouped: dict[str, bool] = {}
-    problems: list[str] = []
-    for path in paths:
-        stem = path.name[: -len(image_suffix(path))]
-        match = _CHANNEL_FILE.match(stem)
-        case, channel = (match["case"], int(match["channel"])) if match else (stem, 0)
-        if case in grouped and grouped[case] != bool(match):
-            problems.append(f"case {case!r}: {path.name} clashes with the case's other file(s) "
-                            f"{sorted(p.name for p in groups[case].values())}; rename one")
-            continue
-        files = groups.setdefault(case, {})
-        grouped[case] = bool(match)
-        if channel in files:
-            problems.append(f"case {case!r}: {path.name} and {files[channel].name} are both channel {channel}")
-            continue
-        files[channel] = path
-    for case, files in groups.items():
-        if grouped[case]:
-            problems += _channel_problems(case, files, num_channels)
-    if problems:
-        raise DatasetError(source, problems)
-    reader = FileReader({case: [files[c] for c in sorted(files)] for case, files in groups.items()})
-    return [PredictionCase(case, partial(_file_case, reader, case), tuple(reader.image_files(case)))
-            for case in groups]
-
-
-def _channel_problems(case: str, files: Mapping[int, Path], num_channels: int | None) -> list[str]:
-    expected = num_channels if num_channels is not None else max(files) + 1
-    first = next(iter(files.values()))
-    ending = image_suffix(first)
-    need = f"the network takes {num_channels} channel(s)" if num_channels is not None else "channels are numbered 0.."
-    missing = [f"case {case!r}: channel file {case}_{c:04d}{ending} is missing ({need}); add it"
-               for c in range(expected) if c not in files]
-    extra = [f"case {case!r}: {files[c].name} is channel {c}, but the network takes {expected} channel(s); remove it"
-             for c in sorted(files) if c >= expected]
-    return missing + extra
-
-
-def _file_case(reader: FileReader, case: str) -> tuple[Tensor, Geometry | None]:
-    image = reader.read_image(case)
-    return image, reader.read_geometry(case)
 
 
 # ---- outputs ------------------------------------------------------------------------------------------------------
@@ -333,7 +190,7 @@ class Predictor(WithNetwork):
             yield self.predict_case(image, geometry, case_id=case.case_id, properties=case.properties,
                                     probabilities=probabilities)
 
-    def cases(self, x: Any) -> list[PredictionCase]:
+    def cases(self, x: Any) -> list[CaseInput]:
         """The cases of ``x``, checked against the network's input channels."""
         return parse_predictant(x, ndim=self.ndim, num_channels=self.example_shape[0])
 
@@ -401,7 +258,7 @@ def _checkpoint_path(folder: Path, checkpoint: str | os.PathLike[str]) -> Path:
     return path
 
 
-def _track(cases: Iterable[PredictionCase], console: Console | None, progress: bool) -> Iterator[PredictionCase]:
+def _track(cases: Iterable[CaseInput], console: Console | None, progress: bool) -> Iterator[CaseInput]:
     """A rich progress bar over the cases, naming the current one."""
     cases = list(cases)
     bar = Progress(TextColumn("Predicting"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
