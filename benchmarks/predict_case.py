@@ -195,10 +195,10 @@ def our_predictor(folder: Path, network: nn.Module, build: Callable[[], nn.Modul
 def run_ours(predictor: Any, clock: ForwardClock, path: Path, out: Path) -> tuple[Stages, np.ndarray]:
     """Our stages one by one, as ``Predictor.predict_case`` chains them; ``clock`` times ``predictor.model``."""
     from mipcandy.data.io import save_image
+    from mipcandy.data.postprocess import logits_to_probabilities
     from mipcandy.data.preprocessing_plan import preprocess_case
-    from mipcandy.inference.postprocess import logits_to_probabilities
+    from mipcandy.data.sliding_window import sliding_window_inference
     from mipcandy.inference.predictor import probabilities_to_labels, restore_probabilities
-    from mipcandy.inference.sliding_window import sliding_window_inference
 
     stages = Stages()
     image, geometry = stages.run("read", lambda: predictor.cases(path)[0].load())
@@ -338,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     if importlib.util.find_spec("nnunetv2") is None:
         print("nnunetv2 is not importable; install the bench extra (pip install -e .[bench])", file=sys.stderr)
         return 2
-    from mipcandy.inference.sliding_window import window_slices
+    from mipcandy.data.sliding_window import window_slices
 
     torch.set_num_threads(args.threads)
     shape = (80, 88, 72) if args.quick else tuple(args.shape)

@@ -1,4 +1,4 @@
-"""Does ``mipcandy.inference.sliding_window_inference`` agree with MONAI's, and is it as fast?
+"""Does ``mipcandy.data.sliding_window_inference`` agree with MONAI's, and is it as fast?
 
 Runs one network (candy_unet's 3D U-Net with hidden channels 8-16-32-64 when the plugin is importable, a plain
 conv net otherwise) over one random volume (192^3, 96^3 patches, overlap 0.5, Gaussian sigma 1/8) through ours and
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         print("MONAI is not importable; install the bench extra (pip install -e .[bench])", file=sys.stderr)
         return 2
-    from mipcandy.inference import sliding_window_inference, window_slices
+    from mipcandy.data import sliding_window_inference, window_slices
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

@@ -10,7 +10,7 @@ import SimpleITK as sitk
 import torch
 from torch import Tensor, nn
 
-from mipcandy.inference import (
+from mipcandy.data import (
     gaussian_importance_map,
     keep_largest_component,
     logits_to_labels,

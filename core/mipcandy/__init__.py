@@ -68,8 +68,8 @@ _LAZY: dict[str, str] = {
     "Predictor": "mipcandy.inference.predictor",
     "Prediction": "mipcandy.inference.predictor",
     "parse_predictant": "mipcandy.data.cases",
-    "sliding_window_inference": "mipcandy.inference.sliding_window",
-    "keep_largest_component": "mipcandy.inference.postprocess",
+    "sliding_window_inference": "mipcandy.data.sliding_window",
+    "keep_largest_component": "mipcandy.data.postprocess",
     "Evaluator": "mipcandy.evaluation.evaluator",
     "EvalResult": "mipcandy.evaluation.result",
     "EvalCase": "mipcandy.evaluation.result",
@@ -158,18 +158,18 @@ if TYPE_CHECKING:  # the same names for type checkers and IDEs (tests/test_publi
     from mipcandy.data.io import save_image as save_image
     from mipcandy.data.nnunet import NNUNetDataset as NNUNetDataset
     from mipcandy.data.orthographic import orthographic_views as orthographic_views
+    from mipcandy.data.postprocess import keep_largest_component as keep_largest_component
     from mipcandy.data.preprocess import PreprocessedDataset as PreprocessedDataset
     from mipcandy.data.preprocess import preprocess_dataset as preprocess_dataset
     from mipcandy.data.roi import RandomROIDataset as RandomROIDataset
     from mipcandy.data.roi_dataset import ROIDataset as ROIDataset
+    from mipcandy.data.sliding_window import sliding_window_inference as sliding_window_inference
     from mipcandy.data.synthetic import make_synthetic_dataset as make_synthetic_dataset
     from mipcandy.evaluation.evaluator import Evaluator as Evaluator
     from mipcandy.evaluation.result import EvalCase as EvalCase
     from mipcandy.evaluation.result import EvalResult as EvalResult
-    from mipcandy.inference.postprocess import keep_largest_component as keep_largest_component
     from mipcandy.inference.predictor import Prediction as Prediction
     from mipcandy.inference.predictor import Predictor as Predictor
-    from mipcandy.inference.sliding_window import sliding_window_inference as sliding_window_inference
     from mipcandy.layer import HasDevice as HasDevice
     from mipcandy.layer import LayerT as LayerT
     from mipcandy.layer import Placeholder as Placeholder

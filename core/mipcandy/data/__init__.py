@@ -70,6 +70,9 @@ if TYPE_CHECKING:  # the same names for type checkers and IDEs (tests/test_publi
     from mipcandy.data.orthographic import orthographic_views as orthographic_views
     from mipcandy.data.planning import plan_patch_shape as plan_patch_shape
     from mipcandy.data.planning import plan_target_spacing as plan_target_spacing
+    from mipcandy.data.postprocess import keep_largest_component as keep_largest_component
+    from mipcandy.data.postprocess import logits_to_labels as logits_to_labels
+    from mipcandy.data.postprocess import logits_to_probabilities as logits_to_probabilities
     from mipcandy.data.preprocess import CacheBuild as CacheBuild
     from mipcandy.data.preprocess import PreprocessedDataset as PreprocessedDataset
     from mipcandy.data.preprocess import build_cache as build_cache
@@ -84,6 +87,12 @@ if TYPE_CHECKING:  # the same names for type checkers and IDEs (tests/test_publi
     from mipcandy.data.roi import RandomROIDataset as RandomROIDataset
     from mipcandy.data.roi_dataset import ROIDataset as ROIDataset
     from mipcandy.data.roi_dataset import ROIPatch as ROIPatch
+    from mipcandy.data.sliding_window import gaussian_importance_map as gaussian_importance_map
+    from mipcandy.data.sliding_window import predict_labels as predict_labels
+    from mipcandy.data.sliding_window import predict_probabilities as predict_probabilities
+    from mipcandy.data.sliding_window import sliding_window_inference as sliding_window_inference
+    from mipcandy.data.sliding_window import window_slices as window_slices
+    from mipcandy.data.sliding_window import window_starts as window_starts
     from mipcandy.data.synthetic import make_synthetic_dataset as make_synthetic_dataset
     from mipcandy.data.synthetic import synthetic_case as synthetic_case
 
@@ -123,6 +132,15 @@ _LAZY: dict[str, str] = {
     "CaseSource": "mipcandy.data.dataset",
     "DatasetDescription": "mipcandy.data.dataset",
     "CaseInput": "mipcandy.data.cases",
+    "sliding_window_inference": "mipcandy.data.sliding_window",
+    "predict_probabilities": "mipcandy.data.sliding_window",
+    "predict_labels": "mipcandy.data.sliding_window",
+    "gaussian_importance_map": "mipcandy.data.sliding_window",
+    "window_slices": "mipcandy.data.sliding_window",
+    "window_starts": "mipcandy.data.sliding_window",
+    "logits_to_probabilities": "mipcandy.data.postprocess",
+    "logits_to_labels": "mipcandy.data.postprocess",
+    "keep_largest_component": "mipcandy.data.postprocess",
     "parse_predictant": "mipcandy.data.cases",
     "CaseReader": "mipcandy.data.dataset",
     "UnsupervisedDataset": "mipcandy.data.dataset",

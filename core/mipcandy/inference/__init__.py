@@ -1,4 +1,8 @@
-"""Whole-case inference: Gaussian sliding windows with mirroring TTA, and post-processing of the logits.
+"""Whole-case prediction with an experiment: the Predictor, its outputs and their export.
+
+The tensor primitives it runs (Gaussian sliding windows with mirroring TTA, post-processing of the logits) live
+in the data layer (:mod:`mipcandy.data.sliding_window`, :mod:`mipcandy.data.postprocess`), below training, so
+that validation uses them too.
 
 Names resolve lazily (PEP 562) so that importing the package does not import torch.
 """
@@ -7,15 +11,6 @@ from __future__ import annotations
 from mipcandy._lazy import lazy_attributes
 
 _LAZY: dict[str, str] = {
-    "sliding_window_inference": "mipcandy.inference.sliding_window",
-    "predict_probabilities": "mipcandy.inference.sliding_window",
-    "predict_labels": "mipcandy.inference.sliding_window",
-    "gaussian_importance_map": "mipcandy.inference.sliding_window",
-    "window_slices": "mipcandy.inference.sliding_window",
-    "window_starts": "mipcandy.inference.sliding_window",
-    "logits_to_probabilities": "mipcandy.inference.postprocess",
-    "logits_to_labels": "mipcandy.inference.postprocess",
-    "keep_largest_component": "mipcandy.inference.postprocess",
     "Predictor": "mipcandy.inference.predictor",
     "Prediction": "mipcandy.inference.predictor",
     "probabilities_to_labels": "mipcandy.inference.predictor",

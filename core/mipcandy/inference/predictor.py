@@ -31,9 +31,9 @@ from mipcandy.data.conversion import convert_logits_to_ids
 from mipcandy.data.cropping import bbox_slices
 from mipcandy.data.geometry import Geometry
 from mipcandy.data.io import fast_save, save_image
+from mipcandy.data.postprocess import keep_largest_component, logits_to_probabilities
 from mipcandy.data.preprocessing_plan import CaseProperties, PreprocessingPlan, preprocess_case, restore_case
-from mipcandy.inference.postprocess import keep_largest_component, logits_to_probabilities
-from mipcandy.inference.sliding_window import sliding_window_inference
+from mipcandy.data.sliding_window import sliding_window_inference
 from mipcandy.layer import WithNetwork
 from mipcandy.training.experiment import BEST, LATEST
 from mipcandy.training.network import build_experiment_network

@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from mipcandy.common.optim import DeepSupervisionWrapper, segmentation_loss
-from mipcandy.inference.postprocess import logits_to_labels
-from mipcandy.inference.sliding_window import sliding_window_inference
+from mipcandy.data.postprocess import logits_to_labels
+from mipcandy.data.sliding_window import sliding_window_inference
 from mipcandy.training.toolbox import TrainerToolbox
 from mipcandy.training.trainer import Trainer
 from mipcandy.training.validation import CaseResult, foreground_dice, to_cpu_label

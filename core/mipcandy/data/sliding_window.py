@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from rich.progress import track
 from torch import Tensor, nn
 
-from mipcandy.inference.postprocess import logits_to_labels, logits_to_probabilities
+from mipcandy.data.postprocess import logits_to_labels, logits_to_probabilities
 
 StepsMode = Literal["nnunet", "monai"]
 Activation = Literal["softmax", "sigmoid"]
