@@ -188,27 +188,30 @@ class WithNetwork(HasDevice, ABC):
 
 
 def save_weights(model: nn.Module, path: str | PathLike[str], metadata: dict[str, str] | None = None) -> None:
-    """Write ``model``'s state (compile wrapper removed) to a safetensors file, atomically."""
-    from safetensors.torch import save_file
+    """Write ``model``'s state (compile wrapper removed) to a safetensors file, atomically.
 
-    state = {k: v.detach().contiguous().cpu() for k, v in unwrap_compiled(model).state_dict().items()}
+    safetensors' ``save_model`` stores a tensor registered under several names (MONAI's DynUNet registers its
+    heads twice) once; :func:`load_weights` restores the aliases.
+    """
+    from safetensors.torch import save_model
+
     with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata=metadata)
+        save_model(unwrap_compiled(model), str(tmp), metadata=metadata)
 
 
 def load_weights(model: nn.Module, path: str | PathLike[str]) -> None:
     """Load safetensors weights into ``model``; a mismatch names the missing and unexpected keys."""
-    from safetensors.torch import load_file
+    from safetensors.torch import load_model
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    state = load_file(str(path))
     hint = "Was it trained with another bundle or other options?"
     try:
-        result = unwrap_compiled(model).load_state_dict(state, strict=False)
+        missing, unexpected = load_model(unwrap_compiled(model), str(path), strict=False,
+                                         device=str(next(model.parameters(), torch.zeros(0)).device))
     except RuntimeError as error:  # shape mismatches
         raise RuntimeError(f"checkpoint {path} does not fit the network: {error}. {hint}") from None
-    if result.missing_keys or result.unexpected_keys:
-        raise RuntimeError(f"checkpoint {path} does not fit the network: missing {result.missing_keys[:10]}, "
-                           f"unexpected {result.unexpected_keys[:10]}. {hint}")
+    if missing or unexpected:
+        raise RuntimeError(f"checkpoint {path} does not fit the network: missing {missing[:10]}, "
+                           f"unexpected {unexpected[:10]}. {hint}")

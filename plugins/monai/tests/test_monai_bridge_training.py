@@ -71,10 +71,6 @@ def test_candy_train_one_epoch(tmp_path: Path) -> None:
     assert (experiment / "checkpoint_latest.safetensors").is_file()
 
 
-@pytest.mark.xfail(strict=True, raises=RuntimeError, reason=(
-    "core: mipcandy.layer.save_weights writes state_dict() with safetensors' save_file, which refuses tensors "
-    "shared under two names; MONAI's DynUNet registers its heads twice (deep_supervision_heads and the skip "
-    "layers' super_head). safetensors' save_model/load_model drop and restore such aliases."))
 def test_dynunet_checkpoints_round_trip(tmp_path: Path) -> None:
     from mipcandy.layer import load_weights, save_weights
 
