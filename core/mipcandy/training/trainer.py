@@ -143,6 +143,7 @@ class Trainer(WithNetwork):
         self._options: TrainingOptions | None = None
         self._recovery: Recovery | None = None
         self._saved_epoch = 0
+        self._current_epoch = 0
 
     @property
     def options(self) -> TrainingOptions:
@@ -525,7 +526,7 @@ class Trainer(WithNetwork):
         where = f"the last saved state is epoch {saved}" if saved else "no state was saved yet"
         description = f"{type(error).__name__}: {error}"
         try:
-            writer.log(f"Interrupted during epoch {self.tracker.epoch + 1} ({where}): {description}", style="red")
+            writer.log(f"Interrupted during epoch {self._current_epoch} ({where}): {description}", style="red")
         except Exception as log_error:  # noqa: BLE001 - the original error is the one to report
             warnings.warn(f"could not write the log ({log_error}); {description}", ArtefactWarning, stacklevel=2)
         writer.emit("experiment_interrupted", experiment_id=writer.experiment_id, error=description)
@@ -535,9 +536,11 @@ class Trainer(WithNetwork):
         assert toolbox is not None and writer is not None
         iterations = options.iterations_per_epoch or stream.pass_length
         durations = [d for d in self.history.get("epoch duration", []) if math.isfinite(d)]
+        self._current_epoch = self.tracker.epoch + 1
         for epoch in range(self.tracker.epoch + 1, num_epochs + 1):
             if self.tracker.stopped_early:
                 break
+            self._current_epoch = epoch
             started = time.perf_counter()
             row: dict[str, Any] = {"learning rate": toolbox.optimizer.param_groups[0]["lr"]}
             row.update(self._train_epoch(epoch, num_epochs, stream, iterations))
