@@ -115,7 +115,7 @@ def test_preview_2d_writes_five_images_and_a_panel(tmp_path: Path) -> None:
     paths = save_preview(image, label, prediction, tmp_path, "case_001", prefix="unet_",
                          class_names=["background", "lesion", "other"])
     names = [path.name for path in paths]
-    assert names == [f"unet_{kind} (preview).png" for kind in ("input", "label", "prediction", "expected", "actual")
+    assert names == [f"unet_preview_{kind}.png" for kind in ("input", "label", "prediction", "expected", "actual")
                      ] + ["unet_preview.png"]
     pngs = [imread(path) for path in paths]
     assert all(png.ndim == 3 and png.shape[0] >= 256 for png in pngs)
@@ -129,8 +129,8 @@ def test_preview_without_label_and_with_rgb_input(tmp_path: Path) -> None:
     rgb += RNG.normal(0, 0.01, rgb.shape)
     prediction = np.zeros((1, 32, 32), dtype=np.int64)
     paths = save_preview(torch.from_numpy(rgb).float(), None, torch.from_numpy(prediction), tmp_path, "skin")
-    assert [path.name for path in paths] == ["input (preview).png", "prediction (preview).png",
-                                             "actual (preview).png", "preview.png"]
+    assert [path.name for path in paths] == ["preview_input.png", "preview_prediction.png",
+                                             "preview_actual.png", "preview.png"]
     assert not _png_grey(paths[0])  # 3 channels in 2D: shown in colour, not channel 0
 
 
@@ -160,3 +160,10 @@ def test_bad_input_names_the_case(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="'c7'.*image must be"):
         save_preview(np.zeros(8), good, good, tmp_path, "c7")
     assert not list(tmp_path.iterdir())
+
+
+def test_preview_file_names_are_shell_safe() -> None:
+    from mipcandy.visualization.preview import PREVIEW_FILES
+
+    names = [pattern.format(prefix="unet_") for pattern in PREVIEW_FILES.values()]
+    assert all(name.replace("_", "").replace(".", "").isalnum() for name in names), names

@@ -144,10 +144,14 @@ def backward(images: torch.Tensor, labels: torch.Tensor, toolbox: Any,
 
 @hookspec(firstresult=True)
 def trainer_class() -> type:
-    """The trainer class ``candy train`` should use for this bundle (a ``SegmentationTrainer`` subclass).
+    """The trainer class ``candy train`` should use for this bundle: only for a bundle that truly needs another
+    training loop (a different objective over whole cases, several networks trained together...).
 
-    Optional: without it, ``candy train`` uses :class:`mipcandy.presets.SegmentationTrainer` with this bundle's
-    ``build_network``. Import the class inside the function, so that discovery stays light.
+    Optional, and usually absent: the segmentation preset with this bundle's hooks covers networks, optimizers,
+    schedules, losses (``backward``) and deep supervision. Network planning, options and losses never belong in a
+    trainer subclass: they must be hooks, so that the predictor and resumed runs see them. The class must be a
+    :class:`mipcandy.presets.SegmentationTrainer` subclass; import it inside the function, so that discovery stays
+    light.
     """
 
 

@@ -23,13 +23,14 @@ from mipcandy.visualization.colors import colorize, label_palette
 
 ClassNames = Sequence[str] | Mapping[int, str]
 
-# file name per preview kind, as in the reference's experiment folder; "{prefix}" lets bundles avoid clashes
+# file name per preview kind (no spaces or parentheses: safe in shells and URLs); "{prefix}" lets bundles avoid
+# clashes
 PREVIEW_FILES: dict[str, str] = {
-    "input": "{prefix}input (preview).png",
-    "label": "{prefix}label (preview).png",
-    "prediction": "{prefix}prediction (preview).png",
-    "expected": "{prefix}expected (preview).png",
-    "actual": "{prefix}actual (preview).png",
+    "input": "{prefix}preview_input.png",
+    "label": "{prefix}preview_label.png",
+    "prediction": "{prefix}preview_prediction.png",
+    "expected": "{prefix}preview_expected.png",
+    "actual": "{prefix}preview_actual.png",
     "combined": "{prefix}preview.png",
 }
 _TITLES: dict[str, str] = {"label": "label", "prediction": "prediction",
