@@ -15,10 +15,10 @@ from mipcandy.visualization import (
     choose_slice,
     label_palette,
     largest_foreground_slice,
-    overlay,
     save_preview,
     window,
 )
+from mipcandy.visualization.blend import overlay
 
 RNG = np.random.default_rng(3)
 
@@ -143,7 +143,7 @@ def test_preview_3d_multichannel_from_real_files(tmp_path: Path) -> None:
     channels = [load_image(tmp_path / f"case_000{c}.nii.gz")[0] for c in range(2)]
     image = torch.cat(channels)
     loaded_label = load_image(tmp_path / "case.nii.gz", is_label=True)[0]
-    paths = save_preview(image, loaded_label, loaded_label, tmp_path / "previews", "case")
+    paths = save_preview(image, loaded_label, loaded_label, tmp_path / "previews", "case", surfaces=False)
     assert len(paths) == 6 and all(imread(path).ndim == 3 for path in paths)
     assert _png_grey(paths[0])  # two channels: channel 0 in grey (the title says so), never skipped
 
