@@ -20,6 +20,11 @@ console output): the goal is a ratio of at most 1.05. Then each feature is switc
 its added cost per epoch is printed, and finally all of them together. ``--profile`` prints where the minimum
 trainer's time goes outside the network (cProfile).
 
+Last, the tracking frontends: the time the loop spends per event (``ExperimentWriter.emit``: the bundles' broadcast
+plus queueing for the frontends) with three frontends selected, MLflow (embedded SQLite), W&B (offline) and a stub
+that sleeps 2 s per event; the goal is under 1 ms per event. Then what MLflow costs its worker per epoch (off the
+loop). ``--frontends-only`` runs just this part.
+
 Run: ``PYTHONPATH=core:plugins/unet python benchmarks/trainer_overhead.py [--ndim 3] [--patch 32] [--batch-size 2]
 [--hidden 8 16 32 64] [--iterations 10] [--epochs 5] [--rounds 2] [--threads 2] [--profile]``; ``--quick`` is a
 half-minute 2D smoke run of every path (one iteration per epoch: its ratios mean nothing).
@@ -44,6 +49,7 @@ import torch
 from rich.console import Console
 from torch.utils.data import DataLoader, Dataset
 
+from mipcandy import hookimpl
 from mipcandy.common.optim import segmentation_loss
 from mipcandy.data.dataset import SupervisedDataset, dataset_from_tensors
 from mipcandy.data.geometry import Geometry
@@ -256,6 +262,84 @@ def profile_minimum(setup: Setup, root: Path, top: int) -> None:
     print(text.getvalue())
 
 
+EVENT_GOAL_MS = 1.0
+SLEEP_SECONDS = 2.0
+
+
+class SleepingFrontend:
+    """A tracker that takes 2 s per event (a slow network)."""
+
+    @hookimpl
+    def epoch_updated(self, experiment_id: str, epoch: int) -> None:
+        time.sleep(SLEEP_SECONDS)
+
+
+def epoch_metrics(epoch: int) -> dict[str, Any]:
+    """A row of the size the segmentation trainer emits (losses, per-class Dice, lr, time, the worst case's id)."""
+    row: dict[str, Any] = {"combined loss": 1.0 / epoch, "soft dice": 0.5, "ce loss": 0.4, "learning rate": 0.01,
+                           "val loss": 0.9 / epoch, "val score": 0.5, "val score (smoothed)": 0.45,
+                           "worst case": "case_007", "epoch duration": 30.0, "predicted max": 0.8}
+    row.update({f"val dice {c}": 0.1 * c for c in range(1, 11)})
+    return row
+
+
+def frontend_overhead(root: Path, events: int) -> dict[str, float]:
+    """Per-event time of ``ExperimentWriter.emit`` with MLflow, W&B and the sleeping stub selected; then MLflow's
+    time per epoch on its worker. Returns the numbers printed."""
+    import os
+
+    from mipcandy.frontend import open_frontends, register_frontend
+    from mipcandy.frontend.mlflow_frontend import MLflowFrontend
+    from mipcandy.training.experiment import ExperimentWriter
+
+    for name in ("DIR", "CACHE_DIR", "CONFIG_DIR", "DATA_DIR", "ARTIFACT_DIR"):
+        (root / f"wandb_{name.lower()}").mkdir(parents=True, exist_ok=True)
+        os.environ.setdefault(f"WANDB_{name}", str(root / f"wandb_{name.lower()}"))
+    os.environ.setdefault("WANDB_MODE", "offline")
+    os.environ.setdefault("WANDB_SILENT", "true")
+    register_frontend(SleepingFrontend(), "sleeper")
+    folder = root / "Demo" / "unet" / "fold_0" / "run"
+    folder.mkdir(parents=True)
+    frontends = open_frontends(["mlflow", "wandb", "sleeper"], root=root)
+    writer = ExperimentWriter(folder, folder.name, console=Console(quiet=True), frontends=frontends)
+    times = []
+    config = {"options": {"lr": 0.01, "batch_size": 2, "patch": [128, 128, 128]}, "bundle": "unet"}
+    for hook, kwargs in [("experiment_created", {"folder": folder, "config": config}),
+                         *(("epoch_updated", {"epoch": e, "metrics": epoch_metrics(e)}) for e in range(1, events + 1)),
+                         ("experiment_completed", {"summary": {"best_score": 0.5, "best_epoch": events}})]:
+        started = time.perf_counter()
+        writer.emit(hook, experiment_id=folder.name, **kwargs)
+        times.append(time.perf_counter() - started)
+    emitted = time.perf_counter()
+    stats = frontends.stats()
+    while any(stats[n].delivered + stats[n].failed < len(times) for n in ("mlflow", "wandb")) and \
+            time.perf_counter() - emitted < 300:
+        time.sleep(0.05)
+    drained = time.perf_counter() - emitted
+    frontends.close(timeout=0.0)  # the sleeper would need 2 s per event: it is left behind (and reported)
+    per_event = sorted(t * 1000 for t in times)
+    numbers = {"median_ms": statistics.median(per_event), "p99_ms": per_event[int(0.99 * (len(per_event) - 1))],
+               "max_ms": per_event[-1]}
+    print(f"\nTracking frontends (MLflow embedded, W&B offline, a stub sleeping {SLEEP_SECONDS:.0f} s per event): "
+          f"ExperimentWriter.emit over {len(times)} events")
+    print(f"  per event: median {numbers['median_ms']:.3f} ms, p99 {numbers['p99_ms']:.3f} ms, max "
+          f"{numbers['max_ms']:.3f} ms ({'meets' if numbers['p99_ms'] < EVENT_GOAL_MS else 'misses'} the goal of "
+          f"{EVENT_GOAL_MS:g} ms)")
+    print(f"  MLflow and W&B had every event {drained:.1f} s after the last emit (imports and store creation "
+          f"included); failures: {stats['mlflow'].failed + stats['wandb'].failed}")
+    mlflow = MLflowFrontend()  # the same work the mlflow worker does, timed on its own
+    mlflow.experiment_created(experiment_id="timed", folder=root / "Demo" / "unet" / "fold_0" / "timed",
+                              config=config, root=root, model_summary=None, num_parameters=None, num_macs=None)
+    costs = []
+    for epoch in range(1, max(events, 3) + 1):
+        started = time.perf_counter()
+        mlflow.epoch_updated(experiment_id="timed", epoch=epoch, metrics=epoch_metrics(epoch), best_score=0.5)
+        costs.append(time.perf_counter() - started)
+    numbers["mlflow_epoch_ms"] = statistics.median(costs) * 1000
+    print(f"  MLflow (SQLite) logging per epoch, on its worker thread: median {numbers['mlflow_epoch_ms']:.1f} ms")
+    return numbers
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ndim", type=int, choices=(2, 3), default=3)
@@ -268,6 +352,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-features", action="store_true", help="skip the per-feature costs")
     parser.add_argument("--profile", action="store_true", help="cProfile one minimum-feature trainer run")
+    parser.add_argument("--frontends-only", action="store_true", help="only the tracking frontends' cost per event")
+    parser.add_argument("--frontend-events", type=int, default=200, help="epoch events for the frontends (200)")
     parser.add_argument("--quick", action="store_true", help="a short 2D smoke run (its ratios mean nothing)")
     args = parser.parse_args(argv)
     if args.quick:
@@ -275,6 +361,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.epochs < 3:
         parser.error("--epochs must be at least 3 (one warm-up epoch, one measured cycle, one last epoch)")
     torch.set_num_threads(args.threads)
+    if args.frontends_only:
+        with tempfile.TemporaryDirectory() as folder:
+            frontend_overhead(Path(folder), args.frontend_events)
+        return 0
     setup = make_setup(args.ndim, args.patch, args.batch_size, args.hidden, args.iterations, args.epochs)
     print(f"{args.ndim}D U-Net hidden {tuple(args.hidden)}, batch {args.batch_size}x1x{'x'.join(map(str, setup.patch))}"
           f", {args.iterations} iterations/epoch, {args.epochs} epochs/run (first = warm-up), {args.threads} threads")
@@ -306,6 +396,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print_comparison("All features vs the hand loop (which has none of them)", [h], [o])
         if args.profile:
             profile_minimum(setup, root, 30)
+        frontend_overhead(root / "tracking", args.frontend_events)
     return 0
 
 
