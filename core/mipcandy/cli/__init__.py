@@ -2,7 +2,9 @@
 
 Each subcommand lives in its own module exposing ``configure(parser)`` and ``run(args) -> int``; the
 table below is the only place that lists them. Command modules import torch inside ``run`` only, so
-``candy --help`` and ``candy plugins`` start without it.
+``candy --help`` and ``candy plugins`` start without it. Every command runs under one error policy
+(:mod:`mipcandy.cli.errors`): an expected failure is one message on stderr and exit status 2; ``--debug`` (before
+or after the command) or ``CANDY_DEBUG=1`` shows the traceback instead.
 """
 from __future__ import annotations
 
@@ -12,6 +14,9 @@ from collections.abc import Sequence
 from importlib import import_module
 
 from mipcandy import __version__
+from mipcandy.cli.errors import DEBUG_VARIABLE, debugging, reports_failures
+
+DEBUG_HELP = f"show the traceback of a failure instead of a one-line message (or set {DEBUG_VARIABLE}=1)"
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "plugins": ("mipcandy.cli.plugins_command", "list installed bundles and their status"),
@@ -28,12 +33,15 @@ def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with one subparser per command."""
     parser = argparse.ArgumentParser(prog="candy", description="MIP Candy: medical image segmentation.")
     parser.add_argument("--version", action="version", version=f"mipcandy {__version__}")
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, summary) in COMMANDS.items():
         sub = commands.add_parser(name, help=summary, description=summary)
         command = import_module(module)
         command.configure(sub)
-        sub.set_defaults(_run=command.run)
+        # SUPPRESS: the subcommand's --debug only sets the flag, it never resets one given before the command.
+        sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
+        sub.set_defaults(_run=reports_failures(f"candy {name}")(command.run))
     return parser
 
 
@@ -44,7 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    return int(args._run(args) or 0)
+    with debugging(args.debug):
+        return args._run(args)
 
 
 if __name__ == "__main__":

@@ -4,8 +4,8 @@ Prints a table over cases (the worst case highlighted) and a per-class mean tabl
 summary in the spirit of nnU-Net's ``summary.json`` and ``--csv`` one row per (case, class) plus summary rows.
 Surface metrics use each reference file's spacing. Means leave out undefined values and count them
 (:mod:`mipcandy.evaluation.undefined`). Classes are named by ``--labels``, or else by the ``dataset.json`` found
-in LABEL_DIR or its parent folder (nnU-Net's layout). Exit status: 0 on success, 2 on bad input (message on
-stderr). torch is imported inside :func:`run` only.
+in LABEL_DIR or its parent folder (nnU-Net's layout). ``--workers`` scores several cases at once, in threads.
+Exit status: 0 on success, 2 on bad input (message on stderr). torch is imported inside :func:`run` only.
 """
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mipcandy.cli.arguments import count
+from mipcandy.cli.arguments import count, positive_int
+from mipcandy.cli.errors import reports_failures
+from mipcandy.cli.terminal import make_console
 from mipcandy.evaluation.undefined import POLICY
 
 NAMES = ("dice", "iou", "hd95", "assd", "nsd")
@@ -37,7 +39,6 @@ def _millimetres(text: str) -> float:
     return value
 
 
-
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the command's arguments."""
     parser.add_argument("predictions", metavar="PRED_DIR", help="folder of predicted label maps (CASE.nii.gz, ...)")
@@ -56,6 +57,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--csv", metavar="FILE", help="write one row per (case, class) as CSV, then summary rows")
     parser.add_argument("--worst", type=count, default=5, metavar="N",
                         help="worst cases listed in the JSON (default: 5)")
+    parser.add_argument("--workers", type=positive_int, default=1, metavar="N",
+                        help="cases scored at once, in threads (default: 1; at most the CPUs available)")
     parser.epilog = f"Undefined values: {POLICY}"
 
 
@@ -107,34 +110,25 @@ def _dataset_class_names(labels_dir: Path, console: Any) -> dict[int, str]:
     return {i: name for name, i in labels.items()}
 
 
+@reports_failures("candy evaluate")
 def run(args: argparse.Namespace) -> int:
     """Evaluate; 0 on success, 2 when the folders, labels or options are not usable."""
-    from rich.console import Console
-
     from mipcandy.evaluation.evaluator import Evaluator, standard_metrics
 
     names = args.metrics or [*DEFAULT_METRICS, *(["nsd"] if args.nsd_tolerance is not None else [])]
-    console = Console()
-    try:
-        classes = _read_labels(Path(args.labels)) if args.labels else None
-        evaluator = Evaluator(*standard_metrics(names, nsd_tolerance=args.nsd_tolerance), classes=classes,
-                              include_background=args.include_background, console=console)
-        result = evaluator.evaluate_folders(args.predictions, args.references)
-    except (OSError, ValueError) as err:
-        print(f"candy evaluate: {err}", file=sys.stderr)
-        return 2
+    console = make_console()
+    classes = _read_labels(Path(args.labels)) if args.labels else None
+    evaluator = Evaluator(*standard_metrics(names, nsd_tolerance=args.nsd_tolerance), classes=classes,
+                          include_background=args.include_background, console=console, workers=args.workers)
+    result = evaluator.evaluate_folders(args.predictions, args.references)
     if classes is None:
         result = result.with_class_names(_dataset_class_names(Path(args.references), console))
     console.print(result.case_table())
     console.print(result.class_table())
-    try:
-        if args.json:
-            result.save_json(args.json, worst_n=args.worst)
-            console.print(f"Summary written to {args.json}", highlight=False)
-        if args.csv:
-            result.save_csv(args.csv)
-            console.print(f"Per-case values written to {args.csv}", highlight=False)
-    except OSError as err:
-        print(f"candy evaluate: cannot write the report: {err}", file=sys.stderr)
-        return 2
+    if args.json:
+        result.save_json(args.json, worst_n=args.worst)
+        console.print(f"Summary written to {args.json}", highlight=False)
+    if args.csv:
+        result.save_csv(args.csv)
+        console.print(f"Per-case values written to {args.csv}", highlight=False)
     return 0

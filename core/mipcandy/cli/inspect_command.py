@@ -7,14 +7,14 @@ with ``load_inspection_annotations``. torch is imported inside :func:`run` only.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
 from mipcandy.cli.arguments import count
+from mipcandy.cli.errors import reports_failures
+from mipcandy.cli.terminal import make_console
 
 DEFAULT_NAME = "inspection.json"
-
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -30,23 +30,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the sampling (default: 0)")
 
 
+@reports_failures("candy inspect")
 def run(args: argparse.Namespace) -> int:
     """Inspect the dataset; 0 on success, 2 when the folder is not a readable dataset."""
-    from rich.console import Console
-
-    from mipcandy.data.dataset import DatasetError
     from mipcandy.data.inspection import inspect
     from mipcandy.data.nnunet import NNUNetDataset
 
-    console = Console()
+    console = make_console()
     folder = Path(args.dataset)
-    try:
-        dataset = NNUNetDataset(folder)
-        annotations = inspect(dataset, max_samples_per_class=args.max_samples_per_class,
-                              intensity_samples=max(args.intensity_samples, 1), seed=args.seed, console=console)
-    except (DatasetError, FileNotFoundError, ValueError) as err:
-        print(f"candy inspect: {err}", file=sys.stderr)
-        return 2
+    dataset = NNUNetDataset(folder)
+    annotations = inspect(dataset, max_samples_per_class=args.max_samples_per_class,
+                          intensity_samples=max(args.intensity_samples, 1), seed=args.seed, console=console)
     target = Path(args.json) if args.json else folder / DEFAULT_NAME
     annotations.save(target)
     _print_summary(console, folder, annotations)
