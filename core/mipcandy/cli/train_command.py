@@ -11,6 +11,10 @@ options and cache all come from its record (``config.json``). ``--epochs`` may e
 ``--workers`` and ``--track`` change how it runs; any other flag is refused unless it equals what was recorded.
 A dataset whose cases or files changed since the run started is refused, naming them. Nothing in the folder
 changes before every check has passed. torch is imported inside :func:`train_from_args` only.
+
+Under ``torchrun --nproc_per_node=N -m mipcandy train ...`` the N processes train one run data-parallel (see
+:mod:`mipcandy.training.distributed`): rank 0 preprocesses first and the others then open its cache, rank 0 alone
+creates the experiment folder and prints it. ``--ddp`` refuses to start outside such a launch.
 """
 from __future__ import annotations
 
@@ -25,8 +29,8 @@ from mipcandy.cli.arguments import positive_int
 DEFAULTS: dict[str, Any] = {"bundle": "unet", "fold": 0, "folds": 5, "epochs": 1000, "iterations": 250,
                             "batch_size": 2, "deep_supervision": False, "ema": False, "amp": False, "seed": None,
                             "device": "auto", "workers": 0, "bundle_option": [], "no_augmentation": False,
-                            "output": "experiments", "dataset": None, "track": ""}
-RESUME_SAFE = ("epochs", "device", "workers", "track")  # flags a resume may change (not its results)
+                            "output": "experiments", "dataset": None, "track": "", "ddp": False}
+RESUME_SAFE = ("epochs", "device", "workers", "track", "ddp")  # flags a resume may change (not its results)
 
 
 class ResumeRefused(ValueError):
@@ -81,6 +85,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="train without nnU-Net's default augmentation")
     parser.add_argument("--track", metavar="NAMES", help="tracking frontends for the run's events, comma-separated "
                                                          "(e.g. mlflow,wandb; `candy plugins` lists them)")
+    parser.add_argument("--ddp", action="store_true", default=None,
+                        help="train data-parallel on the processes torchrun started (detected without this flag; "
+                             "with it, a launch without torchrun is refused)")
     parser.add_argument("--resume", metavar="FOLDER", help="continue the experiment in FOLDER from its record")
     parser.add_argument("--output", metavar="DIR", help="where experiment folders go (default: ./experiments)")
 
@@ -113,9 +120,17 @@ def train_from_args(args: argparse.Namespace) -> list[Any]:
     Raises ``DatasetError``, ``BundleError``, ``FileNotFoundError`` or ``ValueError`` on unusable input (``run``
     turns them into exit status 2). ``candy demo`` drives training through this function.
     """
-    if args.resume:
-        return [_resume(Path(args.resume), _given(args))]
+    from mipcandy.training.distributed import joined
+
     settings = _settings(args)
+    with joined(settings["device"], require=settings["ddp"]) as session:
+        if args.resume:
+            return [_resume(Path(args.resume), _given(args), session)]
+        return _train(settings, session)
+
+
+def _train(settings: dict[str, Any], session: Any) -> list[Any]:
+    """A new run (or one per fold) as ``settings`` say, in the joined ``session`` (``None``: one process)."""
     if settings["dataset"] is None:
         raise ValueError("--dataset DIR is required (or --resume FOLDER to continue a run)")
     fold, num_folds = settings["fold"], settings["folds"]
@@ -126,8 +141,11 @@ def train_from_args(args: argparse.Namespace) -> list[Any]:
 
     get_plugin_manager().require(settings["bundle"])  # before the (long) preprocessing
     trainer_class = _trainer_class(settings["bundle"])
+    from rich.console import Console
+
     from mipcandy.data.nnunet import NNUNetDataset
     from mipcandy.data.preprocess import case_file_digests, preprocess_dataset
+    from mipcandy.training.distributed import main_first
     from mipcandy.training.kfold import run_folds
     from mipcandy.training.spec import DataRecord
 
@@ -135,7 +153,8 @@ def train_from_args(args: argparse.Namespace) -> list[Any]:
     dataset_folder = Path(settings["dataset"]).resolve()
     raw = NNUNetDataset(dataset_folder)
     case_files = case_file_digests(raw)
-    data = preprocess_dataset(raw, output / "preprocessed" / dataset_folder.name)
+    with main_first(session):  # one process builds the cache, the others open it
+        data = preprocess_dataset(raw, output / "preprocessed" / dataset_folder.name)
 
     def make_trainer(fold: int | str) -> Any:
         train, val = data.fold(fold, num_folds=num_folds)
@@ -150,7 +169,8 @@ def train_from_args(args: argparse.Namespace) -> list[Any]:
                "seed": settings["seed"], "num_workers": settings["workers"], "track": _track(settings["track"]),
                "bundle_options": dict(settings["bundle_option"])}
     folds = list(range(num_folds)) if fold == "cv" else [fold]
-    return run_folds(make_trainer, folds, settings["epochs"], **options)
+    console = Console(quiet=session is not None and not session.world.is_main)
+    return run_folds(make_trainer, folds, settings["epochs"], console=console, **options)
 
 
 def _patches(train: Any, batch_size: int, seed: int, *, augment: bool, patch_size: Any = None,
@@ -193,12 +213,13 @@ def _check_flags(folder: Path, spec: Any, given: dict[str, Any]) -> None:
             problems.append(f"--{name.replace('_', '-')} {json.dumps(value) if name != 'output' else value}{shown}")
     if problems:
         raise ResumeRefused(f"--resume {folder} continues the recorded run; these flags would change it: "
-                            f"{', '.join(problems)}. Drop them (only --epochs, --device, --workers and --track may "
-                            "change), or start a new run without --resume")
+                            f"{', '.join(problems)}. Drop them (only --epochs, --device, --workers, --track and --ddp "
+                            "may change), or start a new run without --resume")
 
 
-def _resume(folder: Path, given: dict[str, Any]) -> Any:
-    """Restore everything from the folder's record, check it, then continue training."""
+def _resume(folder: Path, given: dict[str, Any], session: Any) -> Any:
+    """Restore everything from the folder's record, check it, then continue training (in ``session``)."""
+    from mipcandy.training.distributed import main_first
     from mipcandy.training.spec import read_experiment_spec
 
     spec = read_experiment_spec(folder)
@@ -216,7 +237,8 @@ def _resume(folder: Path, given: dict[str, Any]) -> Any:
     if changes:
         raise ResumeRefused(f"the dataset {spec.data.dataset} changed since {folder} started ({'; '.join(changes)}); "
                             "a resumed run must see the data it trained on. Restore the files, or start a new run")
-    data = preprocess_dataset(raw, spec.data.cache, plan=spec.preprocessing_plan)
+    with main_first(session):
+        data = preprocess_dataset(raw, spec.data.cache, plan=spec.preprocessing_plan)
     sampling = spec.sampling or {}
     augmentation = sampling.get("augmentation") or {}
     patches = _patches(data.subset(spec.data.train_cases), int(sampling["batch_size"]), int(sampling["seed"]),
@@ -233,12 +255,14 @@ def run(args: argparse.Namespace) -> int:
     """Train; 0 on success, 2 when the dataset, bundle or resume folder cannot be used."""
     from mipcandy.data.dataset import DatasetError
     from mipcandy.plugins import BundleError
+    from mipcandy.training.distributed import DistributedError, is_main_process
 
     try:
         summaries = train_from_args(args)
-    except (DatasetError, BundleError, FileNotFoundError, ValueError) as error:
+    except (DatasetError, BundleError, DistributedError, FileNotFoundError, ValueError) as error:
         print(f"candy train: {error}", file=sys.stderr)
         return 2
-    for summary in summaries:
-        print(summary.folder)
+    if is_main_process():
+        for summary in summaries:
+            print(summary.folder)
     return 0

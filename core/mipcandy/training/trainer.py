@@ -11,6 +11,10 @@ With a ``bundle``, ``build_network``, ``build_optimizer``, ``build_scheduler`` a
 through the plugin manager (the core answers where the bundle does not), and the worst-case preview is broadcast to
 every plugin. Everything a run needs to be resumed or predicted is recorded once, in its
 :class:`~mipcandy.training.spec.ExperimentSpec` (``config.json``), before the first epoch.
+
+Launched by torchrun with several processes, a run trains data-parallel (see :mod:`mipcandy.training.distributed`):
+each rank trains on its share of the batches with its network in DistributedDataParallel, validates its share of
+the cases, and rank 0 alone creates the folder and writes, prints and emits; every rank takes the same decisions.
 """
 from __future__ import annotations
 
@@ -38,8 +42,9 @@ from mipcandy.common.regressions import ScorePrediction, predict_score
 from mipcandy.data.dataset import CaseSource, DatasetDescription
 from mipcandy.data.roi import RandomROIDataset
 from mipcandy.frontend import open_frontends
-from mipcandy.layer import WithNetwork, unwrap_compiled
+from mipcandy.layer import WithNetwork
 from mipcandy.plugins import get_plugin_manager
+from mipcandy.training import distributed
 from mipcandy.training.checkpoint import load_state
 from mipcandy.training.console import epoch_table, format_duration, sanity_table, validation_table
 from mipcandy.training.experiment import (
@@ -144,6 +149,7 @@ class Trainer(WithNetwork):
         self._recovery: Recovery | None = None
         self._saved_epoch = 0
         self._current_epoch = 0
+        self._session: distributed.Session | None = None
 
     @property
     def options(self) -> TrainingOptions:
@@ -307,18 +313,29 @@ class Trainer(WithNetwork):
                 set_deep_supervision(model, True)
 
     def validate(self, toolbox: TrainerToolbox) -> ValidationResult:
-        """Every validation case through ``validate_case``; only the worst case keeps its prediction."""
+        """Every validation case through ``validate_case``; only the worst case keeps its prediction.
+
+        In a distributed run each rank validates cases ``rank, rank + W...`` with the plain network (no
+        collective may run while the ranks hold different cases) and every rank receives all the results.
+        """
         result = ValidationResult()
+        session = self._session
         assert self.writer is not None
+        indices = range(len(self.val_data)) if session is None else distributed.shard(len(self.val_data),
+                                                                                       session.world)
+        if session is not None:
+            toolbox = replace(toolbox, model=distributed.unwrap_model(toolbox.model))
         with self.validation_mode(toolbox.validation_model), torch.no_grad(), \
-                self.writer.progress(len(self.val_data), "Validation") as advance:
-            for i in range(len(self.val_data)):
+                self.writer.progress(len(indices), "Validation") as advance:
+            for i in indices:
                 image, label = self.val_data[i]
                 case_id = self.val_data.case_ids[i] if isinstance(self.val_data, CaseSource) else str(i)
                 case = self.validate_case(case_id, image.to(self.device), label.to(self.device), toolbox)
                 case.index = i
                 result.add(case)
                 advance()
+        if session is not None:
+            result = distributed.gather_validation(result, session, keep_prediction=self.options.preview)
         return result
 
     def score_bounds(self) -> tuple[float, float]:
@@ -353,10 +370,24 @@ class Trainer(WithNetwork):
         return images, labels
 
     def _run(self, num_epochs: int, options: TrainingOptions, recovery: Recovery | None) -> TrainingSummary:
-        """Prepare everything (data, network, checks, toolbox, state) before touching the disk, then train."""
+        """Join the launch's processes (if torchrun started several), then run."""
         self._options = options
+        self._session = session = distributed.join(self.device)
+        try:
+            if session is not None:  # every rank runs rank 0's options (a drawn seed differs per process)
+                self.device, self.is_main_process = session.device, session.world.is_main
+                self._options = options = distributed.from_main(options, session)
+            return self._run_joined(num_epochs, options, recovery)
+        finally:
+            self._session = None
+            distributed.leave(session)
+
+    def _run_joined(self, num_epochs: int, options: TrainingOptions, recovery: Recovery | None) -> TrainingSummary:
+        """Prepare everything (data, network, checks, toolbox, state) before touching the disk, then train."""
+        session = self._session
         set_seed(options.seed, deterministic=options.deterministic)
-        stream = BatchStream(self.train_data, num_workers=options.num_workers)
+        train_data = self.train_data if session is None else distributed.rank_share(self.train_data, session.world)
+        stream = BatchStream(train_data, num_workers=options.num_workers)
         frontends = None
         try:
             notes = self._prepare(stream, num_epochs, recovery)
@@ -364,10 +395,13 @@ class Trainer(WithNetwork):
             root = self.root if recovery is None else _experiment_root(recovery.folder, spec)
             if self.is_main_process:
                 frontends = open_frontends(options.track, root=root)
-            if recovery is None:
+            folder = None if recovery is None else recovery.folder
+            if recovery is None and (session is None or session.world.is_main):
                 folder, spec = create_experiment_folder(self.root / self._folder_parts(), spec)
-            else:
-                folder = recovery.folder
+            if recovery is None and session is not None:  # one folder: rank 0's
+                folder = distributed.broadcast_folder(folder, session)
+                spec = replace(spec, experiment_id=folder.name)
+            assert folder is not None
         except BaseException:
             stream.close()
             if frontends is not None:
@@ -389,7 +423,8 @@ class Trainer(WithNetwork):
         assert writer is not None
         if recovery is not None:
             writer.remove_stale_temporaries()
-            spec.write(folder)
+            if self.is_main_process:
+                spec.write(folder)
         if recovery is not None and recovery.state is not None:
             writer.log(f"Resumed {folder} after epoch {self.tracker.epoch}; training to epoch {num_epochs}",
                        style="bold")
@@ -399,7 +434,7 @@ class Trainer(WithNetwork):
         if recovery is None or recovery.state is None:
             writer.log(f"Experiment {folder}", style="bold")
         writer.emit("experiment_created", experiment_id=writer.experiment_id, folder=folder, config=spec.to_json(),
-                    root=root, model_summary=str(unwrap_compiled(self.toolbox.model)),
+                    root=root, model_summary=str(distributed.unwrap_model(self.toolbox.model)),
                     num_parameters=self.sanity.num_trainable_params, num_macs=self.sanity.macs_per_sample)
         for note in notes:
             writer.log(note)
@@ -443,19 +478,28 @@ class Trainer(WithNetwork):
             set_deep_supervision(model, True)
         self.sanity = sanity_check(model, images, labels, num_classes=options.num_classes,
                                    deep_supervision=options.deep_supervision)
-        if options.compile:
+        session, notes = self._session, []
+        if session is not None:
+            model, note = distributed.sync_batch_norm(model, self.device)
+            notes += [note] if note else []
+        elif options.compile:
             model = self.compile_model(model)
         self.toolbox = self.build_toolbox(model, num_epochs)
         self.tracker, self.history = Tracker(), {}
-        if state is None:
-            return []
-        try:
-            return self._load_state(state, num_epochs)
-        except (RuntimeError, KeyError, ValueError) as error:
-            assert recovery is not None
-            raise ResumeError(f"the saved state of {recovery.folder} does not fit the network built now "
-                              f"({type(error).__name__}: {str(error).splitlines()[0]}); nothing was changed") \
-                from error
+        if state is not None:
+            try:
+                notes += self._load_state(state, num_epochs)
+            except (RuntimeError, KeyError, ValueError) as error:
+                assert recovery is not None
+                raise ResumeError(f"the saved state of {recovery.folder} does not fit the network built now "
+                                  f"({type(error).__name__}: {str(error).splitlines()[0]}); nothing was changed") \
+                    from error
+        if session is not None:  # every rank holds the same weights and state: DDP checks and broadcasts them
+            wrapped = distributed.wrap(model, session)
+            self.toolbox.model = self.compile_model(wrapped) if options.compile else wrapped
+            notes.append(f"Data-parallel on {session.world.size} processes ({session.backend}): global batch "
+                         f"{session.world.size} x the batch size")
+        return notes
 
     def _check_recorded(self, recovery: Recovery, example_shape: tuple[int, ...]) -> None:
         """Refuse to resume with data or classes other than the record's, naming what differs."""
@@ -465,6 +509,11 @@ class Trainer(WithNetwork):
                             f"{spec.example_shape}")
         if self.options.num_classes != spec.num_classes:
             problems.append(f"{self.options.num_classes} classes now, {spec.num_classes} recorded")
+        recorded_world, world = (spec.sampling or {}).get("world_size", 1), self._world_size()
+        if recorded_world != world:
+            problems.append(f"the run trained on {recorded_world} process(es) and this one has {world}: the global "
+                            "batch and the data order would change (launch as many: torchrun "
+                            f"--nproc_per_node={recorded_world})")
         if spec.data is not None:
             split = self._split()
             for name, now, recorded in (("training", split[0], spec.data.train_cases),
@@ -495,6 +544,8 @@ class Trainer(WithNetwork):
         data = replace(record, train_cases=record.train_cases or train, val_cases=record.val_cases or val,
                        cache=record.cache or description.cache)
         sampling = self.train_data.settings() if isinstance(self.train_data, RandomROIDataset) else None
+        if self._world_size() > 1:
+            sampling = {**(sampling or {}), "world_size": self._world_size()}
         bundle = None
         if options.bundle is not None:
             plugin = get_plugin_manager().require(options.bundle)
@@ -506,6 +557,10 @@ class Trainer(WithNetwork):
             channel_names=dict(description.channel_names or {}), bundle=bundle, sampling=sampling, data=data,
             preprocessing_plan=description.plan, versions=_versions(),
             sanity=json.loads(json.dumps(asdict(self.sanity))))
+
+    def _world_size(self) -> int:
+        """Processes training this run together (1 without torchrun)."""
+        return 1 if self._session is None else self._session.world.size
 
     def _folder_parts(self) -> Path:
         """``<dataset>/<bundle or trainer>[/fold_<k>]``: what the folder holds, readable without opening it (the
@@ -534,7 +589,7 @@ class Trainer(WithNetwork):
     def _loop(self, num_epochs: int, stream: BatchStream) -> None:
         options, toolbox, writer = self.options, self.toolbox, self.writer
         assert toolbox is not None and writer is not None
-        iterations = options.iterations_per_epoch or stream.pass_length
+        iterations = options.iterations_per_epoch or stream.pass_length  # in a distributed run: a rank's share
         durations = [d for d in self.history.get("epoch duration", []) if math.isfinite(d)]
         self._current_epoch = self.tracker.epoch + 1
         for epoch in range(self.tracker.epoch + 1, num_epochs + 1):
@@ -589,7 +644,10 @@ class Trainer(WithNetwork):
                 loss, metrics = self.train_step(images, labels, toolbox)
                 for key, value in {**metrics, "loss": loss}.items():
                     sums[key] = sums.get(key, 0.0) + float(value)
-                advance(f"loss {loss:.4f}")
+                if self.is_main_process:  # the other ranks' silent advance() takes no text
+                    advance(f"loss {loss:.4f}")
+        if self._session is not None:  # the epoch's means over the global batch, the same on every rank
+            sums = distributed.mean_over_ranks(sums, self._session)
         means = {("combined loss" if k == "loss" else k): v / iterations for k, v in sums.items()}
         return {"combined loss": means.pop("combined loss"), **means}
 
@@ -640,7 +698,7 @@ class Trainer(WithNetwork):
                          details: bool) -> None:
         toolbox, writer, options = self.toolbox, self.writer, self.options
         assert toolbox is not None and writer is not None
-        model = toolbox.validation_model
+        model = distributed.unwrap_model(toolbox.validation_model)
         info = {"epoch": epoch, "weights": "ema" if toolbox.ema is not None else "raw",
                 "smoothed_score": self.tracker.smoothed_score, "score": self.history["val score"][-1]
                 if "val score" in self.history else None}
@@ -666,7 +724,7 @@ class Trainer(WithNetwork):
             "epoch": self.tracker.epoch,
             "num_epochs": num_epochs,
             "stream_position": stream.position,
-            "model": unwrap_compiled(toolbox.model).state_dict(),
+            "model": distributed.unwrap_model(toolbox.model).state_dict(),
             "ema": toolbox.ema.state_dict() if toolbox.ema is not None else None,
             "optimizer": toolbox.optimizer.state_dict(),
             "scheduler": toolbox.scheduler.state_dict(),
@@ -681,7 +739,7 @@ class Trainer(WithNetwork):
         toolbox = self.toolbox
         assert toolbox is not None
         notes = []
-        unwrap_compiled(toolbox.model).load_state_dict(state["model"])
+        distributed.unwrap_model(toolbox.model).load_state_dict(state["model"])
         if toolbox.ema is not None:
             if state["ema"] is not None:
                 toolbox.ema.load_state_dict(state["ema"])
