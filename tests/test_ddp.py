@@ -84,7 +84,7 @@ class GlobalBatches(Dataset):
 def torchrun(*argv: str, fault: str = "") -> subprocess.CompletedProcess:
     """This file as ``python -m torch.distributed.run --standalone --nproc_per_node=2`` workers (a free port each
     time); ``fault`` = ``RANK:STEP`` SIGKILLs that rank before its STEP-th training step."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CANDY_TEST_FAULT": fault,
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CANDY_TEST_FAULT": fault, "COLUMNS": "1000",  # no wrapped lines
            "PYTHONPATH": os.pathsep.join([str(ROOT / "core"), os.environ.get("PYTHONPATH", "")])}
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
                            f"--nproc_per_node={WORLD}", __file__, *argv], capture_output=True, encoding="utf-8",
@@ -160,11 +160,10 @@ def test_candy_train_under_torchrun_writes_one_folder(tmp_path: Path) -> None:
                                  progress=False)
     result = torchrun(str(tmp_path), "cli", "--dataset", str(raw), "--output", str(tmp_path / "out"), "--ddp",
                       "--epochs", "1", "--iterations", "2", "--folds", "2", "--device", "cpu", "--seed", "0",
-                      "--bundle-option", "hidden_chs=[4,8]")
+                      "--bundle-option", "hidden_chs=[4,8,16]")  # 3 levels: deep supervision heads, unused
     assert result.returncode == 0, result.stderr[-3000:]
     (folder,) = experiments(tmp_path / "out")
-    printed = [line for line in result.stdout.splitlines() if line.strip() == str(folder)]
-    assert len(printed) == 1  # rank 0 prints the folder
+    assert [line for line in result.stdout.splitlines() if line == str(folder)] == [str(folder)]  # rank 0's
     assert read_experiment_spec(folder).sampling["world_size"] == WORLD
     assert [row["epoch"] for row in metrics(folder)] == ["1"]
 

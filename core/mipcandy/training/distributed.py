@@ -280,9 +280,14 @@ def sync_batch_norm(model: nn.Module, device: torch.device) -> tuple[nn.Module, 
 
 
 def wrap(model: nn.Module, session: Session) -> DistributedDataParallel:
-    """``model`` in DistributedDataParallel on this rank's device (parameters broadcast from rank 0)."""
+    """``model`` in DistributedDataParallel on this rank's device (parameters broadcast from rank 0).
+
+    ``static_graph``: every step runs the same graph, and some parameters may take no part in it (deep
+    supervision heads while it is off); DDP learns that set at the first step instead of failing at the second,
+    without ``find_unused_parameters``' search of the graph at every step.
+    """
     device_ids = [session.device.index] if session.device.type == "cuda" else None
-    return DistributedDataParallel(model, device_ids=device_ids)
+    return DistributedDataParallel(model, device_ids=device_ids, static_graph=True)
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
