@@ -30,6 +30,7 @@ from mipcandy.training.distributed import (
     DistributedError,
     RankBatches,
     World,
+    every_head_weighted,
     launched_world,
     shard,
     sync_batch_norm,
@@ -54,6 +55,18 @@ def cases() -> tuple[RandomROIDataset, object]:
         data.subset(["case2", "case3", "case4", "case5"])
 
 
+class SpareHead(nn.Module):
+    """Two convolutions, and a head that takes no part in training (as deep supervision heads while it is off)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(channels, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 3, 1))
+        self.spare = nn.Conv2d(8, 3, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
 class Tiny(SegmentationTrainer):
     """Per-sample Dice: the mean over 2 ranks' batches equals the loss of their concatenation (a batch Dice pools
     each rank's batch separately, so it would not)."""
@@ -61,7 +74,7 @@ class Tiny(SegmentationTrainer):
     default_options = TrainingOptions(num_classes=3, iterations_per_epoch=ITERATIONS, plot_every=1000, seed=7)
 
     def build_network(self, example_shape):
-        return nn.Sequential(nn.Conv2d(example_shape[0], 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 3, 1))
+        return SpareHead(example_shape[0])
 
     def build_criterion(self) -> nn.Module:
         return segmentation_loss(3, batch_dice=False)
@@ -160,11 +173,14 @@ def test_candy_train_under_torchrun_writes_one_folder(tmp_path: Path) -> None:
                                  progress=False)
     result = torchrun(str(tmp_path), "cli", "--dataset", str(raw), "--output", str(tmp_path / "out"), "--ddp",
                       "--epochs", "1", "--iterations", "2", "--folds", "2", "--device", "cpu", "--seed", "0",
-                      "--bundle-option", "hidden_chs=[4,8,16]")  # 3 levels: deep supervision heads, unused
+                      "--bundle-option", "hidden_chs=[4,8,16]", "--deep-supervision")
     assert result.returncode == 0, result.stderr[-3000:]
     (folder,) = experiments(tmp_path / "out")
     assert [line for line in result.stdout.splitlines() if line == str(folder)] == [str(folder)]  # rank 0's
-    assert read_experiment_spec(folder).sampling["world_size"] == WORLD
+    spec = read_experiment_spec(folder)
+    assert spec.sampling["world_size"] == WORLD
+    # nnU-Net's weights for 2 heads are (1, 0); the head weighing 0 would stop DDP at the 2nd step: 1e-6 instead
+    assert spec.options.deep_supervision_weights == pytest.approx((1, 1e-6), rel=1e-5)
     assert [row["epoch"] for row in metrics(folder)] == ["1"]
 
 
@@ -196,6 +212,14 @@ def test_ranks_share_batches_and_cases_without_overlap() -> None:
         for rank, share in enumerate(shares):
             assert all(torch.equal(a, b) for a, b in zip(share[step], train[2 * step + rank], strict=True))
     assert [list(shard(5, World(r, r, 2))) for r in range(2)] == [[0, 2, 4], [1, 3]]
+
+
+def test_every_deep_supervision_head_gets_a_gradient() -> None:
+    # nnU-Net weighs its lowest head 1e-6 instead of 0 under DDP (nnunetv2 nnUNetTrainer._build_loss)
+    weights = every_head_weighted(None, 3)
+    assert weights == pytest.approx((2 / 3, 1 / 3, 1e-6), rel=1e-5) and sum(weights) == pytest.approx(1)
+    assert every_head_weighted((0.7, 0.3), 2) is None
+    assert every_head_weighted((1.0, 0.0, 0.0), 3) == pytest.approx((1, 1e-6, 1e-6), rel=1e-5)
 
 
 def test_batch_norm_becomes_sync_batch_norm_on_gpus_only() -> None:

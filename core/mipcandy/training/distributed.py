@@ -11,7 +11,8 @@ process group (NCCL on CUDA, gloo on the CPU), trains on the GPU of its local ra
   ``(seed, index)`` sequence whatever W is;
 - validates cases r, r + W... and gathers every rank's results (:func:`gather_validation`), so that all ranks
   take the same decisions (best checkpoint, early stop);
-- converts BatchNorm to SyncBatchNorm on GPUs (:func:`sync_batch_norm`);
+- converts BatchNorm to SyncBatchNorm on GPUs (:func:`sync_batch_norm`) and weighs every deep supervision head
+  (:func:`every_head_weighted`);
 - writes, prints and emits only on rank 0 (``ExperimentWriter(is_main_process=...)``).
 
 Collectives use PyTorch's default timeouts (NCCL 10 min, gloo 30 min). Under torchrun a rank that dies ends the
@@ -21,7 +22,7 @@ others (SIGTERM), so they never wait for a timeout; atomic checkpoints leave the
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -33,6 +34,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
+from mipcandy.common.optim import deep_supervision_weights
 from mipcandy.data.roi import RandomROIDataset
 from mipcandy.layer import auto_device, unwrap_compiled
 from mipcandy.training.validation import ValidationResult
@@ -277,6 +279,19 @@ def sync_batch_norm(model: nn.Module, device: torch.device) -> tuple[nn.Module, 
         return nn.SyncBatchNorm.convert_sync_batchnorm(model), "BatchNorm layers synchronised across ranks " \
                                                               "(SyncBatchNorm)"
     return model, f"BatchNorm statistics stay per rank on {device.type} (SyncBatchNorm runs on GPUs only)"
+
+
+def every_head_weighted(weights: Sequence[float] | None, num_outputs: int) -> tuple[float, ...] | None:
+    """Deep supervision weights (``None``: nnU-Net's) with each 0 raised to ``1e-6``; ``None`` when none was 0.
+
+    A head weighing 0 is computed but sends no gradient, and DDP stops at the next step (it expects a gradient
+    from every parameter in the graph); nnU-Net weighs its lowest head 1e-6 under DDP for the same reason.
+    """
+    chosen = list(weights) if weights is not None else deep_supervision_weights(num_outputs)
+    if all(w != 0 for w in chosen):
+        return None
+    raised = [w or 1e-6 for w in chosen]
+    return tuple(w / sum(raised) for w in raised)
 
 
 def wrap(model: nn.Module, session: Session) -> DistributedDataParallel:

@@ -482,6 +482,13 @@ class Trainer(WithNetwork):
         if session is not None:
             model, note = distributed.sync_batch_norm(model, self.device)
             notes += [note] if note else []
+            weights = distributed.every_head_weighted(options.deep_supervision_weights,
+                                                      len(self.sanity.output_shapes)) \
+                if options.deep_supervision else None
+            if weights is not None:
+                self._options = options = replace(options, deep_supervision_weights=weights)
+                notes.append("Deep supervision weights " + ", ".join(f"{w:.3g}" for w in weights) + ": no head "
+                             "weighs 0 under DDP (each parameter must receive a gradient)")
         elif options.compile:
             model = self.compile_model(model)
         self.toolbox = self.build_toolbox(model, num_epochs)
