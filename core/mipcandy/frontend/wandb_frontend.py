@@ -62,10 +62,12 @@ class WandBFrontend:
 
             directory = Path(os.environ.get("WANDB_DIR") or state.root)
             directory.mkdir(parents=True, exist_ok=True)
-            state.run = wandb.init(project=None if os.environ.get("WANDB_PROJECT") else DEFAULT_PROJECT,
-                                   name=experiment_id, id=experiment_id, resume="allow", dir=directory,
-                                   group=experiment_group(state.folder, state.root), config=state.config,
-                                   reinit="create_new")
+            # the variables are read here, at each run, since wandb keeps the settings of its first setup
+            state.run = wandb.init(project=os.environ.get("WANDB_PROJECT") or DEFAULT_PROJECT,
+                                   entity=os.environ.get("WANDB_ENTITY") or None,
+                                   mode=os.environ.get("WANDB_MODE") or None, name=experiment_id, id=experiment_id,
+                                   resume="allow", dir=directory, group=experiment_group(state.folder, state.root),
+                                   config=state.config, reinit="create_new")
         return state.run
 
     @hookimpl
