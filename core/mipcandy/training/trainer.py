@@ -480,15 +480,8 @@ class Trainer(WithNetwork):
                                    deep_supervision=options.deep_supervision)
         session, notes = self._session, []
         if session is not None:
-            model, note = distributed.sync_batch_norm(model, self.device)
-            notes += [note] if note else []
-            weights = distributed.every_head_weighted(options.deep_supervision_weights,
-                                                      len(self.sanity.output_shapes)) \
-                if options.deep_supervision else None
-            if weights is not None:
-                self._options = options = replace(options, deep_supervision_weights=weights)
-                notes.append("Deep supervision weights " + ", ".join(f"{w:.3g}" for w in weights) + ": no head "
-                             "weighs 0 under DDP (each parameter must receive a gradient)")
+            model, notes = self._fit_for_ddp(model)
+            options = self.options
         elif options.compile:
             model = self.compile_model(model)
         self.toolbox = self.build_toolbox(model, num_epochs)
@@ -507,6 +500,21 @@ class Trainer(WithNetwork):
             notes.append(f"Data-parallel on {session.world.size} processes ({session.backend}): global batch "
                          f"{session.world.size} x the batch size")
         return notes
+
+    def _fit_for_ddp(self, model: nn.Module) -> tuple[nn.Module, list[str]]:
+        """SyncBatchNorm on GPUs, and no deep supervision head weighing 0 (the options, and so the record, get the
+        weights used); returns the notes to log."""
+        options, notes = self.options, []
+        model, note = distributed.sync_batch_norm(model, self.device)
+        notes += [note] if note else []
+        assert self.sanity is not None
+        weights = distributed.every_head_weighted(options.deep_supervision_weights, len(self.sanity.output_shapes)) \
+            if options.deep_supervision else None
+        if weights is not None:
+            self._options = replace(options, deep_supervision_weights=weights)
+            notes.append("Deep supervision weights " + ", ".join(f"{w:.3g}" for w in weights) + ": no head weighs 0 "
+                         "under DDP (each parameter must receive a gradient)")
+        return model, notes
 
     def _check_recorded(self, recovery: Recovery, example_shape: tuple[int, ...]) -> None:
         """Refuse to resume with data or classes other than the record's, naming what differs."""
