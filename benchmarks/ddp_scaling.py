@@ -5,9 +5,11 @@ Each configuration is one ``python -m torch.distributed.run --standalone --nproc
 Every process trains candy_unet's 3D U-Net (``--hidden`` channels) on random patches of in-memory synthetic cases,
 with validation, previews and detail plots off, ``--threads`` torch threads per process (1 by default: one core
 per process, as one GPU per process). One process is a plain single-process run (no process group, no DDP); two or
-more wrap the network in DistributedDataParallel and average the gradients over gloo every step. The time of an
-iteration is the median over the epochs after the first of rank 0's recorded epoch duration divided by the
-iterations per epoch (the end-of-epoch writes of rank 0 are outside it).
+more wrap the network in DistributedDataParallel and average the gradients over gloo every step. As a control, N
+independent single-process runs at once ("independent") pay for sharing the cores and memory without any
+communication: DDP's own cost is the gap between the two rows. The time of an iteration is the median over the
+epochs after the first of rank 0's recorded epoch duration divided by the iterations per epoch (the end-of-epoch
+writes of rank 0 are outside it).
 
 Printed: seconds per iteration, iterations/s, samples/s (global batch x iterations/s) and the scaling efficiency
 ``iterations/s(N) / iterations/s(1)`` (against the first count given): 1.0 means N processes train N times as many
@@ -69,19 +71,36 @@ def train(args: argparse.Namespace) -> None:
                   iterations_per_epoch=args.iterations, validate_every=0, preview=False, plot_every=10 ** 6, seed=SEED)
 
 
-def launch(args: argparse.Namespace, processes: int, root: Path) -> float:
-    """Seconds per iteration of ``processes`` processes (median over the epochs after the first)."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
-               __file__, "--worker", str(root), "--patch", str(args.patch), "--batch-size", str(args.batch_size),
-               "--iterations", str(args.iterations), "--epochs", str(args.epochs), "--threads", str(args.threads),
-               "--hidden", *map(str, args.hidden)]
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-    result = subprocess.run(command, capture_output=True, encoding="utf-8", env=env)
-    if result.returncode != 0:
-        raise RuntimeError(f"{processes} process(es) failed:\n{result.stderr[-3000:]}")
+def worker_command(args: argparse.Namespace, root: Path) -> list[str]:
+    return [__file__, "--worker", str(root), "--patch", str(args.patch), "--batch-size", str(args.batch_size),
+            "--iterations", str(args.iterations), "--epochs", str(args.epochs), "--threads", str(args.threads),
+            "--hidden", *map(str, args.hidden)]
+
+
+def seconds_per_iteration(args: argparse.Namespace, root: Path) -> float:
+    """Median over the epochs after the first of the run under ``root``."""
     (metrics,) = root.rglob("metrics.csv")
     durations = [float(row["epoch duration"]) for row in csv.DictReader(metrics.open(encoding="utf-8"))]
     return statistics.median(durations[1:] or durations) / args.iterations
+
+
+def launch(args: argparse.Namespace, processes: int, root: Path, *, independent: bool = False) -> float:
+    """Seconds per iteration of ``processes`` processes: one torchrun launch, or (``independent``) as many
+    single-process runs at once, whose mean is returned (the cost of sharing the machine, without DDP)."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    if independent:
+        commands = [[sys.executable, *worker_command(args, root / str(i))] for i in range(processes)]
+    else:
+        commands = [[sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
+                     *worker_command(args, root)]]
+    running = [subprocess.Popen(c, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, encoding="utf-8", env=env)
+               for c in commands]
+    for process in running:
+        _, error = process.communicate()
+        if process.returncode != 0:
+            raise RuntimeError(f"{processes} process(es) failed:\n{error[-3000:]}")
+    roots = [root / str(i) for i in range(processes)] if independent else [root]
+    return statistics.mean(seconds_per_iteration(args, r) for r in roots)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -104,15 +123,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         for processes in args.processes:
-            seconds = launch(args, processes, Path(folder) / f"n{processes}")
-            rows.append((processes, seconds))
-    baseline = 1 / rows[0][1]
-    print(f"{'processes':>9} {'global batch':>12} {'s/iteration':>11} {'iterations/s':>12} {'samples/s':>9} "
+            rows.append((f"{processes} DDP" if processes > 1 else "1", processes,
+                         launch(args, processes, Path(folder) / f"n{processes}")))
+            if processes > 1:
+                rows.append((f"{processes} independent", processes,
+                             launch(args, processes, Path(folder) / f"i{processes}", independent=True)))
+    baseline = 1 / rows[0][2]
+    print(f"{'processes':>15} {'global batch':>12} {'s/iteration':>11} {'iterations/s':>12} {'samples/s':>9} "
           f"{'efficiency':>10}")
-    for processes, seconds in rows:
+    for name, processes, seconds in rows:
         rate = 1 / seconds
-        print(f"{processes:>9} {processes * args.batch_size:>12} {seconds:>11.3f} {rate:>12.2f} "
-              f"{rate * processes * args.batch_size:>9.1f} {rate / baseline:>10.2f}")
+        batch = processes * args.batch_size if "independent" not in name else args.batch_size
+        print(f"{name:>15} {batch:>12} {seconds:>11.3f} {rate:>12.2f} {rate * processes * args.batch_size:>9.1f} "
+              f"{rate / baseline:>10.2f}")
     return 0
 
 
