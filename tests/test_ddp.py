@@ -168,20 +168,24 @@ def test_a_dead_rank_stops_the_job_and_resume_continues_exactly(ddp_run, tmp_pat
         [{k: v for k, v in row.items() if k not in drop} for row in metrics(ddp_run[0])]
 
 
-def test_candy_train_under_torchrun_writes_one_folder(tmp_path: Path) -> None:
+def test_candy_train_under_torchrun_writes_one_folder_per_run(tmp_path: Path) -> None:
     raw = make_synthetic_dataset(tmp_path / "Dataset010_DDP", ndim=2, num_cases=4, shape=(32, 32), num_classes=2,
                                  progress=False)
+    # Both folds in one launch: the second run reuses the process group of the first.
     result = torchrun(str(tmp_path), "cli", "--dataset", str(raw), "--output", str(tmp_path / "out"), "--ddp",
-                      "--epochs", "1", "--iterations", "2", "--folds", "2", "--device", "cpu", "--seed", "0",
-                      "--bundle-option", "hidden_chs=[4,8,16]", "--deep-supervision")
+                      "--fold", "cv", "--folds", "2", "--epochs", "1", "--iterations", "2", "--device", "cpu",
+                      "--seed", "0", "--bundle-option", "hidden_chs=[4,8,16]", "--deep-supervision")
     assert result.returncode == 0, result.stderr[-3000:]
-    (folder,) = experiments(tmp_path / "out")
-    assert [line for line in result.stdout.splitlines() if line == str(folder)] == [str(folder)]  # rank 0's
-    spec = read_experiment_spec(folder)
+    folders = experiments(tmp_path / "out")
+    assert [folder.parent.name for folder in folders] == ["fold_0", "fold_1"]
+    printed = [line for line in result.stdout.splitlines() if line in {str(f) for f in folders}]
+    assert sorted(printed) == [str(f) for f in folders]  # by rank 0 only
+    assert result.stdout.count("Cross-validation") == 1
+    spec = read_experiment_spec(folders[0])
     assert spec.sampling["world_size"] == WORLD
     # nnU-Net's weights for 2 heads are (1, 0); the head weighing 0 would stop DDP at the 2nd step: 1e-6 instead
     assert spec.options.deep_supervision_weights == pytest.approx((1, 1e-6), rel=1e-5)
-    assert [row["epoch"] for row in metrics(folder)] == ["1"]
+    assert [row["epoch"] for row in metrics(folders[1])] == ["1"]
 
 
 def test_ddp_flag_outside_torchrun_is_refused(tmp_path: Path, monkeypatch, capsys) -> None:

@@ -120,13 +120,13 @@ def train_from_args(args: argparse.Namespace) -> list[Any]:
     Raises ``DatasetError``, ``BundleError``, ``FileNotFoundError`` or ``ValueError`` on unusable input (``run``
     turns them into exit status 2). ``candy demo`` drives training through this function.
     """
-    from mipcandy.training.distributed import joined
+    from mipcandy.training.distributed import join
 
     settings = _settings(args)
-    with joined(settings["device"], require=settings["ddp"]) as session:
-        if args.resume:
-            return [_resume(Path(args.resume), _given(args), session)]
-        return _train(settings, session)
+    session = join(settings["device"], require=settings["ddp"])
+    if args.resume:
+        return [_resume(Path(args.resume), _given(args), session)]
+    return _train(settings, session)
 
 
 def _train(settings: dict[str, Any], session: Any) -> list[Any]:

@@ -21,6 +21,7 @@ others (SIGTERM), so they never wait for a timeout; atomic checkpoints leave the
 """
 from __future__ import annotations
 
+import atexit
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -64,13 +65,11 @@ class World:
 
 @dataclass(frozen=True)
 class Session:
-    """A joined process group: the world, this rank's device and backend, and whether this session created the
-    group (and so destroys it)."""
+    """A joined process group: the world, and this rank's device and backend."""
 
     world: World
     device: torch.device
     backend: str
-    owner: bool
 
 
 def launched_world(environ: Mapping[str, str] | None = None) -> World | None:
@@ -122,41 +121,32 @@ def rank_device(device: str | torch.device, world: World) -> torch.device:
     return torch.device("cuda", index)
 
 
-def join(device: str | torch.device) -> Session | None:
-    """Join the launch's process group (creating it if no one here has), or ``None`` for a single process.
+def join(device: str | torch.device, *, require: bool = False) -> Session | None:
+    """Join the launch's process group, or ``None`` for a single process (a torchrun launch of one process is one).
 
-    A torchrun launch of one process is a single-process run. NCCL serves CUDA devices, gloo the CPU.
+    The first call creates the group (NCCL for CUDA devices, gloo for the CPU) for the rest of the process, which
+    destroys it at exit: runs after the first one (``--fold cv``) reuse it, as a group destroyed and created again
+    in one launch would wait forever for its peers. With ``require``, a process outside a distributed launch is
+    refused.
     """
     world = launched_world()
+    if world is None and require:
+        raise DistributedError("--ddp needs a distributed launch (RANK, WORLD_SIZE and LOCAL_RANK unset): run "
+                               "torchrun --nproc_per_node=N -m mipcandy train ...")
     if world is None or world.size == 1:
         return None
     device = rank_device(device, world)
     if device.type == "cuda":
         torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        atexit.register(_destroy)
+    return Session(world, device, str(dist.get_backend()))
+
+
+def _destroy() -> None:
     if dist.is_initialized():
-        return Session(world, device, str(dist.get_backend()), owner=False)
-    backend = "nccl" if device.type == "cuda" else "gloo"
-    dist.init_process_group(backend)
-    return Session(world, device, backend, owner=True)
-
-
-def leave(session: Session | None) -> None:
-    """Destroy the process group if ``session`` created it."""
-    if session is not None and session.owner and dist.is_initialized():
         dist.destroy_process_group()
-
-
-@contextmanager
-def joined(device: str | torch.device, *, require: bool = False) -> Iterator[Session | None]:
-    """``join`` for the duration of a block; with ``require``, refuse to run outside a distributed launch."""
-    if require and launched_world() is None:
-        raise DistributedError("--ddp needs a distributed launch (RANK, WORLD_SIZE and LOCAL_RANK unset): run "
-                               "torchrun --nproc_per_node=N -m mipcandy train ...")
-    session = join(device)
-    try:
-        yield session
-    finally:
-        leave(session)
 
 
 def barrier(session: Session | None) -> None:

@@ -380,7 +380,6 @@ class Trainer(WithNetwork):
             return self._run_joined(num_epochs, options, recovery)
         finally:
             self._session = None
-            distributed.leave(session)
 
     def _run_joined(self, num_epochs: int, options: TrainingOptions, recovery: Recovery | None) -> TrainingSummary:
         """Prepare everything (data, network, checks, toolbox, state) before touching the disk, then train."""
