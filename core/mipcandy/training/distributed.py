@@ -16,8 +16,9 @@ process group (NCCL on CUDA, gloo on the CPU), trains on the GPU of its local ra
 - writes, prints and emits only on rank 0 (``ExperimentWriter(is_main_process=...)``).
 
 Collectives use PyTorch's default timeouts (NCCL 10 min, gloo 30 min). Under torchrun a rank that dies ends the
-job sooner: the elastic agent sees the failed worker within ``--monitor-interval`` (0.1 s) and terminates the
-others (SIGTERM), so they never wait for a timeout; atomic checkpoints leave the last complete epoch to resume.
+job sooner: its peers' next collective fails (at once with gloo, whose connection closes), and the elastic agent
+sees the failed worker within ``--monitor-interval`` (0.1 s) and terminates the others on its node (SIGTERM);
+atomic checkpoints leave the last complete epoch to resume.
 """
 from __future__ import annotations
 
