@@ -25,8 +25,10 @@ from mipcandy.data.geometry import Geometry
 
 Modality = Literal["MRI", "CT"]
 SHAPES = ("ellipsoid", "box", "torus")
-_MIN_VOXELS = 4  # each foreground class must cover at least this many voxels in every case
+MIN_VOXELS = 4  # each foreground class must cover at least this many voxels in every case (by default)
 _MAX_TRIES = 100
+OBJECT_SCALE = (0.2, 0.35)  # object size range, a fraction of the body's smallest semi-axis
+BIAS_STRENGTH = 0.25  # standard deviation of the log of the MRI bias field
 
 
 def _rotation(rng: np.random.Generator, ndim: int) -> np.ndarray:
@@ -58,7 +60,8 @@ def _open_grid(axes: Sequence[Tensor]) -> list[Tensor]:
     return [a.reshape([-1 if i == j else 1 for j in range(len(axes))]) for i, a in enumerate(axes)]
 
 
-def _layout(rng: np.random.Generator, axes: Sequence[Tensor], num_classes: int) -> tuple[Tensor, Tensor]:
+def _layout(rng: np.random.Generator, axes: Sequence[Tensor], num_classes: int,
+            object_scale: tuple[float, float]) -> tuple[Tensor, Tensor]:
     """Label map (1-2 objects per class painted in class order inside a body) and the body mask.
 
     ``axes`` are the physical coordinates of the voxel centres along each axis. Each object is evaluated only in
@@ -71,7 +74,7 @@ def _layout(rng: np.random.Generator, axes: Sequence[Tensor], num_classes: int) 
     label = torch.zeros(body.shape, dtype=torch.int64)
     for k in range(1, num_classes):
         for _ in range(1 + int(rng.random() < 0.3)):
-            semi_axes = body_axes.min() * rng.uniform(0.2, 0.35) * rng.uniform(0.7, 1.3, ndim)
+            semi_axes = body_axes.min() * rng.uniform(*object_scale) * rng.uniform(0.7, 1.3, ndim)
             reach = 1.05 * semi_axes.max()  # bounds every shape family, the torus' ring included
             centre = np.clip(body_axes * 0.8 - reach, 0, None) * rng.uniform(-1, 1, ndim)
             rotation = _rotation(rng, ndim)
@@ -86,7 +89,7 @@ def _layout(rng: np.random.Generator, axes: Sequence[Tensor], num_classes: int) 
     return label, body
 
 
-def _bias_field(rng: np.random.Generator, shape: Sequence[int], strength: float = 0.25) -> Tensor:
+def _bias_field(rng: np.random.Generator, shape: Sequence[int], strength: float) -> Tensor:
     """A smooth multiplicative field around 1: a coarse random grid upsampled (bi/trilinear)."""
     coarse = torch.from_numpy(rng.normal(0.0, strength, (1, 1) + (4,) * len(shape))).float()
     mode = "bilinear" if len(shape) == 2 else "trilinear"
@@ -116,20 +119,27 @@ def synthetic_case(
     num_channels: int = 1,
     modality: Modality = "MRI",
     seed: int = 0,
+    object_scale: tuple[float, float] = OBJECT_SCALE,
+    bias_strength: float = BIAS_STRENGTH,
+    min_voxels: int = MIN_VOXELS,
 ) -> tuple[Tensor, Tensor]:
     """Case ``index`` of the synthetic dataset: a (C, *shape) float32 image and a (1, *shape) int64 label.
 
-    Every foreground class is present (layouts are redrawn until they are).
+    Every foreground class covers at least ``min_voxels`` voxels (layouts are redrawn until it does: later classes
+    are painted over earlier ones, which can all but hide an object). An object's semi-axes are drawn from
+    ``object_scale`` (a range, as a fraction of the body's smallest semi-axis), then stretched by 0.7-1.3 per axis.
+    ``bias_strength`` is the standard deviation of the MRI bias field's log (0 turns it off).
     """
     rng = np.random.default_rng(np.random.SeedSequence([seed, index]))
     axes = [(torch.arange(n, dtype=torch.float32) - (n - 1) / 2) * s for n, s in zip(shape, spacing, strict=True)]
     for _ in range(_MAX_TRIES):
-        label, body = _layout(rng, axes, num_classes)
-        if bool((torch.bincount(label.flatten(), minlength=num_classes)[1:] >= _MIN_VOXELS).all()):
+        label, body = _layout(rng, axes, num_classes, object_scale)
+        if bool((torch.bincount(label.flatten(), minlength=num_classes)[1:] >= min_voxels).all()):
             break
     else:
-        raise ValueError(f"Could not fit {num_classes - 1} foreground classes into shape {tuple(shape)}; "
-                         "use a larger shape or fewer classes")
+        raise ValueError(f"Could not fit {num_classes - 1} foreground classes of at least {min_voxels} voxels each "
+                         f"into shape {tuple(shape)}; use a larger shape or larger objects (object_scale), fewer "
+                         "classes or a smaller min_voxels")
     region = torch.where(label > 0, label + 1, body.long())  # 0 air, 1 tissue, k + 1 class k
     means = class_intensities(num_classes, num_channels, modality, seed)
     contrast = torch.from_numpy(rng.uniform(0.9, 1.1, (num_channels, 1))).float()
@@ -138,7 +148,7 @@ def synthetic_case(
     if modality == "CT":
         image = image + 15.0 * noise
     else:  # magnitude MRI: bias field on the signal, non-negative noisy magnitude
-        image = (image * _bias_field(rng, shape) + 8.0 * noise).abs()
+        image = (image * _bias_field(rng, shape, bias_strength) + 8.0 * noise).abs()
     return image, label[None]
 
 
@@ -154,13 +164,17 @@ def make_synthetic_dataset(
     seed: int = 0,
     modality: Modality = "MRI",
     num_channels: int = 1,
+    object_scale: tuple[float, float] = OBJECT_SCALE,
+    bias_strength: float = BIAS_STRENGTH,
+    min_voxels: int = MIN_VOXELS,
     progress: bool = True,
 ) -> Path:
     """Write a synthetic nnU-Net raw dataset (imagesTr/labelsTr, plus imagesTs/labelsTs for held-out cases).
 
     ``shape`` defaults to 48^3 (3D) or 64^2 (2D); ``spacing`` (tensor axis order) to (2, 1, 1) mm in 3D, which is
-    anisotropic like most clinical scans, and (1, 1) in 2D. ``num_classes`` counts the background. ``folder`` must
-    be new or empty; returns it.
+    anisotropic like most clinical scans, and (1, 1) in 2D. ``num_classes`` counts the background. ``object_scale``,
+    ``bias_strength`` and ``min_voxels`` are as in :func:`synthetic_case`. ``folder`` must be new or empty; returns
+    it.
     """
     if ndim not in (2, 3):
         raise ValueError(f"ndim must be 2 or 3, got {ndim}")
@@ -173,12 +187,17 @@ def make_synthetic_dataset(
     if num_classes < 2 or num_channels < 1 or num_cases < 1 or num_test_cases < 0:
         raise ValueError("Need num_classes >= 2 (background included), num_channels >= 1, num_cases >= 1 and "
                          "num_test_cases >= 0")
+    if not 0 < object_scale[0] <= object_scale[1] or bias_strength < 0 or min_voxels < 1:
+        raise ValueError(f"Need 0 < object_scale[0] <= object_scale[1], bias_strength >= 0 and min_voxels >= 1, got "
+                         f"{tuple(object_scale)}, {bias_strength} and {min_voxels}")
     root = require_empty_folder(folder)
     geometry = Geometry.identity(ndim, spacing)
     total = num_cases + num_test_cases
     for index in track(range(total), description=f"Generating {total} synthetic cases", disable=not progress):
         image, label = synthetic_case(index, shape=shape, spacing=spacing, num_classes=num_classes,
-                                      num_channels=num_channels, modality=modality, seed=seed)
+                                      num_channels=num_channels, modality=modality, seed=seed,
+                                      object_scale=object_scale, bias_strength=bias_strength,
+                                      min_voxels=min_voxels)
         write_case(root, f"case_{index:03d}", image, label, geometry, split="Tr" if index < num_cases else "Ts")
     names = ["background"] + [f"{SHAPES[(k - 1) % len(SHAPES)]}_{(k - 1) // len(SHAPES) + 1}"
                               for k in range(1, num_classes)]
