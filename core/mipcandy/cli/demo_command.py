@@ -4,11 +4,13 @@ It runs the same commands a user would, in order: generate a dataset in nnU-Net 
 test cases), ``candy inspect`` it, ``candy train`` the unet bundle, ``candy predict`` the held-out cases with the
 sliding window, and ``candy evaluate`` them; then it prints where everything is. The unet bundle is checked
 first. A folder left by an earlier demo (it holds :data:`MARKER`) is replaced; any other non-empty folder is
-refused. torch loads inside ``run``.
+refused. Everything it writes stays in that folder (matplotlib's font cache included, unless MPLCONFIGDIR is
+set). torch loads inside ``run``.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
     epochs, iterations = args.epochs or plan.epochs, args.iterations or plan.iterations
     if prepare_output(output):
         console.print(f"Replacing the earlier demo in {output}", highlight=False)
+    os.environ.setdefault("MPLCONFIGDIR", str(output.resolve() / ".matplotlib"))  # its font cache stays here too
 
     print_rule(console, f"1/5 Generating a synthetic {args.ndim}D dataset ({plan.num_train} training, "
                         f"{plan.num_test} test cases)")
