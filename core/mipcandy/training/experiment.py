@@ -194,7 +194,7 @@ class ExperimentWriter:
         with open(self.path(LOGS), "a", encoding="utf-8") as handle:
             handle.write(f"[{datetime.now():%Y-%m-%d %H:%M:%S}] {message}\n")
         if on_screen:
-            self.console.print(message, style=style, highlight=False)
+            self.console.print(message, style=style, highlight=False, markup=False)
 
     def show(self, renderable: Any) -> None:
         """Print a rich renderable (a table) and append its plain-text form to ``logs.txt``."""
@@ -210,7 +210,7 @@ class ExperimentWriter:
     def progress(self, total: int, description: str) -> Iterator[Any]:
         """A transient progress bar with ETA; yields ``advance()``. Silent on other processes."""
         if not self.is_main_process or total <= 0:
-            yield lambda: None
+            yield lambda *_: None
             return
         bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                        TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),

@@ -85,6 +85,7 @@ class Tracker:
     stopped_early: bool = False
 
 
+FRONTEND_CLOSE_SECONDS = 60.0  # a hung tracker never keeps a finished run from returning (metrics.csv has it all)
 RUNTIME_OPTIONS = ("num_workers", "track")  # options a resumed run may change: they do not change its results
 
 
@@ -404,7 +405,7 @@ class Trainer(WithNetwork):
         except BaseException:
             stream.close()
             if frontends is not None:
-                frontends.close()
+                frontends.close(timeout=FRONTEND_CLOSE_SECONDS)
             raise
         self.spec = spec
         self.writer = ExperimentWriter(folder, folder.name, console=self.console,
@@ -413,7 +414,7 @@ class Trainer(WithNetwork):
             return self._train(folder, spec, root, num_epochs, recovery, notes, stream)
         finally:
             if frontends is not None:
-                frontends.close()
+                frontends.close(timeout=FRONTEND_CLOSE_SECONDS)
 
     def _train(self, folder: Path, spec: ExperimentSpec, root: Path, num_epochs: int, recovery: Recovery | None,
                notes: list[str], stream: BatchStream) -> TrainingSummary:
