@@ -20,8 +20,9 @@ MAPPING_TITLE = "## Names from the paper and the reference API"
 
 # The names the paper uses (Fu & Chen 2026, "MIP Candy: A Modular PyTorch Framework for Medical Image Processing",
 # arXiv 2602.21033), with where each comes from; a reader writes them as ``from mipcandy import X``.
-# Not yet here, by plan: ``create_hybrid_frontend`` and ``visualize3d`` (section 6) come with the tracking issue.
 PAPER_NAMES = {
+    "create_hybrid_frontend": "section 4.3 (frontend integrations)",
+    "visualize3d": "section 4.3 (previews), 6",
     "LayerT": "section 1 (contribution 1), 4.2",
     "ConvBlock2d": "section 4.2",
     "SegmentationTrainer": "sections 1, 3, 4.3, 5, 7.1",

@@ -56,6 +56,12 @@ _LAZY: dict[str, str] = {
     "Trainer": "mipcandy.training.trainer",
     "TrainerToolbox": "mipcandy.training.toolbox",
     "TrainingOptions": "mipcandy.training.options",
+    "visualize2d": "mipcandy.visualization.visualize",
+    "overlay": "mipcandy.visualization.visualize",
+    "visualize3d": "mipcandy.visualization.render3d",
+    "Frontend": "mipcandy.frontend.protocol",
+    "create_hybrid_frontend": "mipcandy.frontend.hybrid",
+    "open_frontends": "mipcandy.frontend.dispatch",
     "ExperimentSpec": "mipcandy.training.spec",
     "read_experiment_spec": "mipcandy.training.spec",
     "build_experiment_network": "mipcandy.training.network",
@@ -168,6 +174,9 @@ if TYPE_CHECKING:  # the same names for type checkers and IDEs (tests/test_publi
     from mipcandy.evaluation.evaluator import Evaluator as Evaluator
     from mipcandy.evaluation.result import EvalCase as EvalCase
     from mipcandy.evaluation.result import EvalResult as EvalResult
+    from mipcandy.frontend.dispatch import open_frontends as open_frontends
+    from mipcandy.frontend.hybrid import create_hybrid_frontend as create_hybrid_frontend
+    from mipcandy.frontend.protocol import Frontend as Frontend
     from mipcandy.inference.predictor import Prediction as Prediction
     from mipcandy.inference.predictor import Predictor as Predictor
     from mipcandy.layer import HasDevice as HasDevice
@@ -197,6 +206,9 @@ if TYPE_CHECKING:  # the same names for type checkers and IDEs (tests/test_publi
     from mipcandy.training.spec import read_experiment_spec as read_experiment_spec
     from mipcandy.training.toolbox import TrainerToolbox as TrainerToolbox
     from mipcandy.training.trainer import Trainer as Trainer
+    from mipcandy.visualization.render3d import visualize3d as visualize3d
+    from mipcandy.visualization.visualize import overlay as overlay
+    from mipcandy.visualization.visualize import visualize2d as visualize2d
 
 __all__ = ["__version__", "DeepSupervisedNetwork", "hookimpl", "hookspec", "lazy_attributes", *_LAZY]
 
