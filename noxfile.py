@@ -74,8 +74,8 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The core's tests, with every bundle installed, and the peers (the `bench` extra) to check against."""
-    install(session, "setuptools", "pytest", ".[bench]", *(f"plugins/{name}" for name in PLUGINS))
+    """The core's tests, with every bundle, the peers (`bench`), the trackers (`tracking`) and pyvista (`viz3d`)."""
+    install(session, "setuptools", "pytest", ".[bench,tracking,viz3d]", *(f"plugins/{name}" for name in PLUGINS))
     session.run(*PYTEST, *(session.posargs or ["tests"]))
 
 
