@@ -12,6 +12,33 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# Set by the nox sessions, which install every peer and tracker: there a test that would skip for a missing import
+# (pytest.importorskip) fails instead, so a broken install can never pass as "skipped".
+REQUIRE_PEERS = os.environ.get("CANDY_REQUIRE_PEERS", "") == "1"
+
+
+def _missing_import(report: pytest.CollectReport | pytest.TestReport) -> bool:
+    return report.skipped and "could not import" in str(report.longrepr)
+
+
+def _fail_missing_import(report: pytest.CollectReport | pytest.TestReport) -> None:
+    if REQUIRE_PEERS and _missing_import(report):
+        report.outcome = "failed"
+        report.longrepr = f"{report.longrepr}\n(CANDY_REQUIRE_PEERS=1: this session installs it, so it must import)"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Iterator[None]:
+    """A module skipped at import for a missing peer fails the collection where peers are required."""
+    outcome = yield
+    _fail_missing_import(outcome.get_result())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A test skipped for a missing peer fails where peers are required."""
+    outcome = yield
+    _fail_missing_import(outcome.get_result())
 
 
 @pytest.fixture(autouse=True)
