@@ -15,7 +15,7 @@ CORE = Path(__file__).resolve().parents[1] / "core" / "mipcandy"
 # Lower number = lower layer. Modules at the package root (layer, plugins, hookspecs...) and the building blocks
 # (common, metrics) are the base; tracking frontends and plots sit beside training, which drives them.
 LAYERS: dict[str, int] = {
-    "": 0, "layer": 0, "atomic": 0, "hookspecs": 0, "plugins": 0, "defaults": 0, "_lazy": 0, "common": 0,
+    "": 0, "layer": 0, "atomic": 0, "console": 0, "hookspecs": 0, "plugins": 0, "defaults": 0, "_lazy": 0, "common": 0,
     "metrics": 0,
     "data": 1,
     "visualization": 2, "frontend": 2, "training": 2,

@@ -18,7 +18,7 @@ from types import ModuleType
 
 from mipcandy.cli.arguments import positive_int
 from mipcandy.cli.errors import reports_failures
-from mipcandy.cli.terminal import make_console, print_rule
+from mipcandy.console import make_console, print_rule
 
 DATASET_NAME = "Dataset900_CandyDemo"
 BUNDLE = "unet"

@@ -17,7 +17,7 @@ from typing import Any
 
 from mipcandy.cli.arguments import count, positive_int
 from mipcandy.cli.errors import reports_failures
-from mipcandy.cli.terminal import make_console
+from mipcandy.console import make_console
 from mipcandy.evaluation.undefined import POLICY
 
 NAMES = ("dice", "iou", "hd95", "assd", "nsd")

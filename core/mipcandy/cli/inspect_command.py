@@ -12,7 +12,7 @@ from typing import Any
 
 from mipcandy.cli.arguments import count
 from mipcandy.cli.errors import reports_failures
-from mipcandy.cli.terminal import make_console
+from mipcandy.console import make_console
 
 DEFAULT_NAME = "inspection.json"
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from mipcandy.cli.arguments import positive_int
 from mipcandy.cli.errors import reports_failures
-from mipcandy.cli.terminal import make_console
+from mipcandy.console import make_console
 
 if TYPE_CHECKING:
     from mipcandy.data.preprocessing_plan import PreprocessingPlan

@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 from mipcandy.cli.arguments import positive_int
+from mipcandy.cli.errors import reports_failures
 
 DEFAULTS: dict[str, Any] = {"bundle": "unet", "fold": 0, "folds": 5, "epochs": 1000, "iterations": 250,
                             "batch_size": 2, "deep_supervision": False, "ema": False, "amp": False, "seed": None,
@@ -251,17 +251,12 @@ def _resume(folder: Path, given: dict[str, Any], session: Any) -> Any:
     return trainer.recover_from(folder).continue_training(given.get("epochs"), **runtime)
 
 
+@reports_failures("candy train")
 def run(args: argparse.Namespace) -> int:
-    """Train; 0 on success, 2 when the dataset, bundle or resume folder cannot be used."""
-    from mipcandy.data.dataset import DatasetError
-    from mipcandy.plugins import BundleError
-    from mipcandy.training.distributed import DistributedError, is_main_process
+    """Train; 0 on success, 2 when the dataset, bundle or resume folder cannot be used (the CLI's error policy)."""
+    from mipcandy.training.distributed import is_main_process
 
-    try:
-        summaries = train_from_args(args)
-    except (DatasetError, BundleError, DistributedError, FileNotFoundError, ValueError) as error:
-        print(f"candy train: {error}", file=sys.stderr)
-        return 2
+    summaries = train_from_args(args)
     if is_main_process():
         for summary in summaries:
             print(summary.folder)

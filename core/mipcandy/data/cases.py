@@ -24,6 +24,11 @@ from mipcandy.data.geometry import Geometry
 from mipcandy.data.io import SUPPORTED_SUFFIXES, image_suffix
 from mipcandy.data.preprocessing_plan import CaseProperties
 
+
+class NoImagesError(FileNotFoundError):
+    """A folder holds no image file."""
+
+
 _CHANNEL_FILE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 
 
@@ -138,7 +143,7 @@ def _folder_images(folder: Path) -> list[Path]:
     images = [p for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".")
               and p.name.lower().endswith(SUPPORTED_SUFFIXES) and p.name.lower() not in SUPPORTED_SUFFIXES]
     if not images:
-        raise FileNotFoundError(f"{folder} holds no images ({', '.join(SUPPORTED_SUFFIXES)})")
+        raise NoImagesError(f"{folder} holds no images ({', '.join(SUPPORTED_SUFFIXES)})")
     return images
 
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from mipcandy.data.cases import parse_predictant
+from mipcandy.data.cases import NoImagesError, parse_predictant
 from mipcandy.data.dataset import DatasetError
-from mipcandy.data.io import SUPPORTED_SUFFIXES, image_suffix
+from mipcandy.data.io import SUPPORTED_SUFFIXES
 
 PathLike = str | os.PathLike[str]
 
@@ -23,27 +23,17 @@ class PairingError(ValueError):
 
 def list_cases(folder: PathLike) -> dict[str, Path]:
     """Case name -> image file of ``folder``, sorted by case name (read by the predictor's input adapter,
-    :func:`~mipcandy.data.cases.parse_predictant`, one file per case)."""
+    :func:`~mipcandy.data.cases.parse_predictant`, one file per case); empty when it holds no image."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} is not a folder; pass the folder that holds one image file per case")
-    if not any(path.is_file() and image_suffix_or_none(path) for path in folder.iterdir()):
-        return {}
     try:
         cases = parse_predictant(folder, channels=False)
+    except NoImagesError:
+        return {}
     except DatasetError as error:
         raise PairingError(f"{folder} holds several files for one case: {'; '.join(error.problems)}") from None
     return {case.case_id: case.files[0] for case in cases}
-
-
-def image_suffix_or_none(path: Path) -> str | None:
-    """The supported image ending of ``path``, or None for other and hidden files."""
-    if path.name.startswith("."):
-        return None
-    try:
-        return image_suffix(path)
-    except ValueError:
-        return None
 
 
 def pair_folders(predictions: PathLike, references: PathLike) -> list[tuple[str, Path, Path]]:

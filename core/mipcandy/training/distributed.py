@@ -46,7 +46,7 @@ BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 T = TypeVar("T")
 
 
-class DistributedError(RuntimeError):
+class DistributedError(ValueError):
     """The launch environment or the run's inputs do not allow a distributed run; says what to change."""
 
 

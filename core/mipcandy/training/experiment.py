@@ -34,6 +34,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from mipcandy.atomic import atomic_write_text
+from mipcandy.console import make_console
 from mipcandy.frontend.dispatch import FrontendSet
 from mipcandy.hookspecs import complete_event
 from mipcandy.training.spec import ExperimentSpec
@@ -105,7 +106,7 @@ class ExperimentWriter:
                  is_main_process: bool = True, events: bool = True, frontends: FrontendSet | None = None) -> None:
         self.folder = Path(folder)
         self.experiment_id = experiment_id
-        self.console = console if console is not None else Console()
+        self.console = console if console is not None else make_console()
         self.is_main_process = is_main_process
         self.events = events
         self.frontends = frontends if frontends is not None else FrontendSet()  # the run's --track selection

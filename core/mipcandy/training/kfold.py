@@ -8,6 +8,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from mipcandy.console import make_console
 from mipcandy.data.folds import Fold
 from mipcandy.training.trainer import Trainer, TrainingSummary
 
@@ -34,5 +35,5 @@ def run_folds(make_trainer: Callable[[Fold], Trainer], folds: Sequence[Fold], nu
     every ``train`` call.
     """
     summaries = [make_trainer(fold).train(num_epochs, **options) for fold in folds]
-    (console or Console()).print(fold_table(folds, summaries))
+    (console or make_console()).print(fold_table(folds, summaries))
     return summaries

@@ -39,6 +39,7 @@ from torch.utils.data import DataLoader
 from mipcandy import defaults
 from mipcandy.common.optim import ExponentialMovingAverage, PolyLRScheduler
 from mipcandy.common.regressions import ScorePrediction, predict_score
+from mipcandy.console import make_console
 from mipcandy.data.dataset import CaseSource, DatasetDescription
 from mipcandy.data.roi import RandomROIDataset
 from mipcandy.frontend import open_frontends
@@ -135,7 +136,7 @@ class Trainer(WithNetwork):
         self.root = Path(root)
         self.train_data = train_data
         self.val_data = val_data
-        self.console = console if console is not None else Console()
+        self.console = console if console is not None else make_console()
         self.is_main_process = is_main_process
         self.events = events
         self.data_record = data_record
@@ -184,8 +185,8 @@ class Trainer(WithNetwork):
         state_path = folder / STATE
         if state_path.is_file():
             state = load_state(state_path)
-        elif _checkpointed_epochs(folder) > 1:
-            raise ResumeError(f"{folder} holds checkpoints of {_checkpointed_epochs(folder)} epochs but no {STATE}: "
+        elif (trained := _checkpointed_epochs(folder)) > 1:
+            raise ResumeError(f"{folder} holds checkpoints of {trained} epochs but no {STATE}: "
                               "it cannot continue exactly where it stopped. Start a new run, or predict with its "
                               "checkpoint instead")
         else:

@@ -1,4 +1,5 @@
-"""Consoles for the commands: a terminal gets rich's defaults; a file or pipe (CI logs, ``| tee``) gets whole lines.
+"""Consoles for the commands and the trainer: a terminal gets rich's defaults; a file or pipe (CI logs,
+``| tee``) gets whole lines.
 
 rich wraps at 80 columns and shrinks table columns to fit when it cannot ask a terminal for its width, which
 splits log lines and truncates paths in logs. Off a terminal the console neither wraps printed text nor narrows a
